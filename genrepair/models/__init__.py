@@ -1,0 +1,28 @@
+"""Model registry: ``get(name)`` returns a family's ``Model(*, variant=None, **kw)``.
+
+One file per model family; each exposes ``Model`` over a documented variant table.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+from genrepair.models import dcgan
+
+REGISTRY: dict[str, Callable] = {
+    "dcgan": dcgan.Model,
+}
+
+
+def get(name: str) -> Callable:
+  """Returns the ``Model`` factory of family ``name``.
+
+  Raises:
+    ValueError: unknown family; lists close and registered names.
+  """
+  if name not in REGISTRY:
+    close = difflib.get_close_matches(name, REGISTRY, n=3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise ValueError(f"Unknown model {name!r}.{hint} Registered: {sorted(REGISTRY)}.")
+  return REGISTRY[name]

@@ -1,0 +1,202 @@
+"""The one generic training loop: ``run(config, workdir)``.
+
+Builds the mesh, the input pipeline and the task's state (or restores the newest
+checkpoint: re-running the same command resumes), compiles the task's train step once and
+loops with periodic actions: progress line + ``metrics.jsonl`` + TensorBoard, a sample grid
+of fixed latents, Orbax checkpoints. SIGINT (Ctrl-C) / SIGTERM finish the current step,
+write a checkpoint and return; a second Ctrl-C aborts at once. Non-finite metrics stop the
+run without checkpointing the broken state.
+
+Exact resume: the state carries the step; the step's key is ``fold_in(base_key, step)``;
+the input pipeline's position is saved with every checkpoint; so a resumed run continues
+bit-identically (same machine, same device count).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from genrepair import checkpoint, data, io, sharding, tasks, writers
+from genrepair.writers import log
+
+
+class _StopOnSignal:
+  """Turns SIGINT/SIGTERM into a flag the loop checks after each step."""
+
+  def __init__(self):
+    self.reason: str | None = None
+    self._old = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.reason is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # Second Ctrl-C: the user really wants out.
+    self.reason = signal.Signals(signum).name
+    log(f"{self.reason} received: finishing this step, then checkpointing and exiting."
+        " (Ctrl-C again to abort without a checkpoint.)")
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+  """Task, mesh, key and abstract (sharded) state of a config — no compilation.
+
+  Returns:
+    ``(task, mesh, init_rng, train_rng, abstract_state, state_sharding)``.
+
+  Raises:
+    ValueError: invalid config values (task, model, losses, optimizers, mesh, batch).
+  """
+  task = tasks.get(config.task)(config)
+  mesh = mesh or sharding.make_mesh(config.mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  repl = sharding.replicated(mesh)
+  abstract = checkpoint.abstract_with_sharding(jax.eval_shape(task.init, init_rng), repl)
+  state_sharding = jax.tree.map(lambda _: repl, abstract)
+  return task, mesh, init_rng, train_rng, abstract, state_sharding
+
+
+def _make_meta(config, task, step: int, mesh) -> dict[str, Any]:
+  return {"step": step, "config": json.loads(config.to_json_best_effort()),
+          "versions": checkpoint.package_versions(), "protocol": task.protocol(),
+          "mesh": {k: int(v) for k, v in mesh.shape.items()},
+          "process_count": jax.process_count(), "time": time.time()}
+
+
+def _check_batch(host_batch: dict[str, np.ndarray], task, config) -> None:
+  """Checks the first batch against the model before anything compiles."""
+  image = host_batch["image"]
+  if image.dtype != np.uint8 or tuple(image.shape[1:]) != tuple(task.image_shape):
+    raise ValueError(
+        f"Dataset {config.data.name!r} gives images {image.dtype} {tuple(image.shape[1:])}"
+        f" but config.model expects uint8 {tuple(task.image_shape)} (check"
+        " config.model.variant / channels).")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
+  """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint).
+
+  Args:
+    config: experiment config (see ``experiments/``).
+    workdir: run directory; holds ``checkpoints/``, ``samples/``, ``tb/``,
+      ``metrics.jsonl`` and ``config.json``.
+    mesh: optional mesh overriding ``config.mesh`` (tests use it to pick devices).
+
+  Returns:
+    ``{'step': last completed step, 'metrics': last logged metrics, 'stopped_by':
+    signal name or None}``.
+
+  Raises:
+    ValueError: invalid config or data (before compilation).
+    FloatingPointError: a logged metric became NaN/inf (no checkpoint is written).
+  """
+  tc = config.train
+  task, mesh, init_rng, train_rng, abstract, state_sharding = build(config, mesh)
+  repl = sharding.replicated(mesh)
+  pid, nproc = jax.process_index(), jax.process_count()
+  data_it = data.make_iterator(
+      config.data, global_batch_size=tc.batch_size, split=config.data.split,
+      seed=config.data.seed, process_index=pid, process_count=nproc)
+
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 keep=tc.keep_checkpoints)
+  restored = ckpt.restore_latest(abstract)
+  if restored is not None:
+    step, state, data_state, _ = restored
+    data_it.set_state(data_state)
+    log(f"Resuming from {ckpt.directory}/{step} (step {step}/{tc.num_steps}).")
+  else:
+    step = 0
+    state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+    log(f"Starting a new run in {os.path.abspath(workdir)}.")
+  if pid == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  writer = writers.MetricWriter(workdir, enabled=pid == 0, resume_step=step)
+  progress = writers.Progress(tc.num_steps, step)
+  train_rng = jax.device_put(train_rng, repl)
+  step_fn = jax.jit(task.train_step, donate_argnums=0, out_shardings=(state_sharding, repl))
+  sample_fn = jax.jit(task.sample, out_shardings=repl)
+  z_grid = jax.device_put(
+      task.latents(jax.random.key(config.sample.seed), config.sample.num), repl)
+
+  def save(step, state):
+    ckpt.save(step, state, data_it.get_state(), _make_meta(config, task, step, mesh))
+
+  def write_samples(step, state, final=False):
+    grid = io.make_grid(io.to_uint8(jax.device_get(sample_fn(state, z_grid)),
+                                    task.image_range))
+    if pid == 0:
+      io.save_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
+      if final:
+        io.save_image(os.path.join(workdir, "samples", "final.png"), grid)
+      writer.image(step, "samples", grid)
+
+  pending, last, stopped_by, first = [], {}, None, True
+  t_start = time.perf_counter()
+  with _StopOnSignal() as stop:
+    while step < tc.num_steps:
+      host_batch = next(data_it)
+      if first:
+        _check_batch(host_batch, task, config)
+      batch = sharding.to_global(host_batch, mesh)
+      with jax.transfer_guard("disallow"):  # No hidden host<->device copies in the loop.
+        state, metrics = step_fn(state, batch, train_rng)
+      step += 1
+      pending.append(metrics)
+      if first:
+        first = False
+        jax.block_until_ready(metrics)
+        log(f"First step (compilation included) took {time.perf_counter() - t_start:.1f}s.")
+        progress.reset_clock(step)
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        host = jax.device_get(pending)
+        last = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        pending = []
+        bad = [k for k, v in last.items() if not math.isfinite(v)]
+        if bad:
+          raise FloatingPointError(
+              f"Non-finite {bad} at step {step}; stopping without checkpointing. Newest"
+              f" good checkpoint: steps {ckpt.all_steps()} in {ckpt.directory}.")
+        writer.scalars(step, last)
+        log(progress.line(step, last))
+      if step % tc.sample_every == 0 and step != tc.num_steps:
+        write_samples(step, state)
+      if stop.reason is not None:
+        stopped_by = stop.reason
+        break
+      if step % tc.checkpoint_every == 0 and step != tc.num_steps:
+        save(step, state)
+    save(step, state)
+    if step == tc.num_steps:
+      write_samples(step, state, final=True)
+      log(f"Done: {step} steps. Final samples: "
+          f"{os.path.join(os.path.abspath(workdir), 'samples', 'final.png')}")
+    ckpt.close()
+    writer.close()
+  if stopped_by:
+    log(f"Stopped by {stopped_by} at step {step}; checkpoint written. Run the same command"
+        " to resume.")
+  return {"step": step, "metrics": last, "stopped_by": stopped_by}

@@ -1,0 +1,141 @@
+"""The GAN train step and the loop: 1 vs 8 devices, exact resume, checkpoint fallback."""
+
+import json
+import math
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from genrepair import checkpoint, data, sharding, train
+from tests.conftest import small_dcgan_config
+
+
+def _first_batch(config):
+  it = data.make_iterator(config.data, global_batch_size=config.train.batch_size,
+                          split=config.data.split, seed=config.data.seed)
+  return next(it)
+
+
+def _one_step(config, mesh, host_batch):
+  task, mesh, init_rng, train_rng, _, state_sharding = train.build(config, mesh)
+  repl = sharding.replicated(mesh)
+  state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  step = jax.jit(task.train_step, out_shardings=(state_sharding, repl))
+  state, metrics = step(state, sharding.to_global(host_batch, mesh), train_rng)
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_one_step_same_on_1_and_8_devices(tfds_dir):
+  del tfds_dir
+  config = small_dcgan_config()
+  batch = _first_batch(config)
+  assert batch["image"].dtype == np.uint8 and batch["image"].shape == (16, 28, 28, 1)
+  s1, m1 = _one_step(config, sharding.make_mesh({"data": 1}, jax.devices()[:1]), batch)
+  s8, m8 = _one_step(config, sharding.make_mesh({"data": -1}), batch)
+  for k in m1:
+    np.testing.assert_allclose(m8[k], m1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  # Parameters to 1e-5 absolute (weights are ~0.02). Not tighter: Adam's first update is
+  # lr * g / (|g| + eps), so a gradient entry of ~1e-8 summed in another order across 8
+  # devices can move its weight by ~1e-6 (3 of 313,600 weights here).
+  for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s8)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  # Numbers, not just agreement: recompute the D update's losses from the initial state
+  # with the same keys, outside the step, in float64 NumPy.
+  mesh1 = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  task, _, init_rng, train_rng, _, _ = train.build(config, mesh1)
+  s0 = task.init(init_rng)
+  k_zd, _ = jax.random.split(jax.random.fold_in(train_rng, 0))
+  fake, _ = task.generator.apply({"params": s0.g_params, "batch_stats": s0.g_batch_stats},
+                                 task.latents(k_zd, 16), train=True, mutable=["batch_stats"])
+  d_vars = {"params": s0.d_params, "batch_stats": s0.d_batch_stats}
+  real = batch["image"].astype(np.float32) / 127.5 - 1
+  r = np.float64(task.discriminator.apply(d_vars, real, train=True, mutable=["batch_stats"])[0])
+  f = np.float64(task.discriminator.apply(d_vars, fake, train=True, mutable=["batch_stats"])[0])
+  softplus = lambda x: np.logaddexp(0.0, x)
+  np.testing.assert_allclose(m1["d_minimax"], np.mean(softplus(-r) + softplus(f)), rtol=1e-5)
+  np.testing.assert_allclose(m1["D(x)"], np.mean(1 / (1 + np.exp(-r))), rtol=1e-5)
+  np.testing.assert_allclose(m1["D(G(z))"], np.mean(1 / (1 + np.exp(-f))), rtol=1e-5)
+  assert 0 < m1["g_nonsaturating"] < 10 and m1["d_loss"] == m1["d_minimax"]
+  assert int(s1.step) == 1
+  # Adam's first update moves every weight by ~lr (2e-4): the state really changed.
+  delta = np.abs(s1.g_params["project"]["kernel"] - s0.g_params["project"]["kernel"])
+  np.testing.assert_allclose(np.median(delta), 2e-4, rtol=0.05)
+
+
+def _restore(workdir, config):
+  _, _, _, _, abstract, _ = train.build(config)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  step, state, data_state, meta = ckpt.restore_latest(abstract)
+  ckpt.close()
+  return step, jax.device_get(state), data_state, meta
+
+
+def _next_batch(config, data_state):
+  it = data.make_iterator(config.data, global_batch_size=config.train.batch_size,
+                          split=config.data.split, seed=config.data.seed)
+  it.set_state(data_state)
+  return next(it)
+
+
+def test_resume_is_bit_exact(tfds_dir, tmp_path):
+  del tfds_dir
+  straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+  r = train.run(small_dcgan_config(num_steps=4), straight)
+  assert r["step"] == 4
+  train.run(small_dcgan_config(num_steps=2), split)
+  # A new run() = new CheckpointManager, new iterator, new jit: resumes from step 2.
+  r2 = train.run(small_dcgan_config(num_steps=4), split)
+  assert r2["step"] == 4
+  config = small_dcgan_config(num_steps=4)
+  step_a, state_a, data_a, meta_a = _restore(straight, config)
+  step_b, state_b, data_b, _ = _restore(split, config)
+  assert step_a == step_b == 4 and meta_a["step"] == 4
+  assert data_a == data_b
+  leaves_a, leaves_b = jax.tree.leaves(state_a), jax.tree.leaves(state_b)
+  assert len(leaves_a) == len(leaves_b) > 20
+  for a, b in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(a, b)  # params, BatchNorm stats, both Adam states
+  np.testing.assert_array_equal(_next_batch(config, data_a)["image"],
+                                _next_batch(config, data_b)["image"])
+  # The logged curves are identical too (every step logged).
+  read = lambda d: [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+  assert read(straight) == read(split)
+  assert [m["step"] for m in read(split)] == [1, 2, 3, 4]
+  assert os.path.exists(os.path.join(split, "samples", "final.png"))
+  assert meta_a["config"]["model"]["variant"] == "mnist-small"
+  assert "jax" in meta_a["versions"] and "samples" in meta_a["protocol"]
+
+
+def test_unreadable_newest_checkpoint_falls_back(tfds_dir, tmp_path):
+  del tfds_dir
+  workdir = str(tmp_path / "run")
+  train.run(small_dcgan_config(num_steps=3, checkpoint_every=2), workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  assert sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) == [2, 3]
+  shutil.rmtree(os.path.join(ckpt_dir, "3", "state"))  # Simulate a damaged checkpoint.
+  with pytest.warns(UserWarning, match="unreadable"):
+    step, state, _, _ = _restore(workdir, small_dcgan_config())
+  assert step == 2 and int(state.step) == 2
+
+
+def test_bad_config_values_fail_before_compiling(tfds_dir, tmp_path):
+  del tfds_dir
+  c = small_dcgan_config()
+  c.losses.g.g_nonsaturating = 0.0
+  with pytest.raises(ValueError, match="config.losses.g selects no loss"):
+    train.run(c, str(tmp_path / "a"))
+  c = small_dcgan_config()
+  c.train.batch_size = 12
+  with pytest.raises(ValueError, match="batch_size=12 must be divisible by the 8"):
+    train.run(c, str(tmp_path / "b"))
+  c = small_dcgan_config()
+  c.model.channels = 3
+  with pytest.raises(ValueError, match=r"expects uint8 \(28, 28, 3\)"):
+    train.run(c, str(tmp_path / "c"))
+  c = small_dcgan_config()
+  c.optim.d.name = "adan"
+  with pytest.raises(ValueError, match="config.optim.d.name"):
+    train.run(c, str(tmp_path / "d"))
