@@ -68,6 +68,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing, turning a bad --config.<key> override into a one-line error."""
   try:
     return flags.FLAGS(argv)
+  except flags.Error as e:  # Wrong type, unknown flag: absl's message names the flag.
+    sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to"
+                     " see help on flags.\n")
+    sys.exit(1)
   except (AttributeError, KeyError) as e:
     # ml_collections reports a missing key of a locked config as AttributeError/KeyError
     # whose text holds the suggestion ('Did you mean "batch_size"...').
