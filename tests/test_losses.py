@@ -104,3 +104,5 @@ def test_check_weights_errors():
     losses.check_weights({"g_minimax": 0.0}, {"fake_logits"}, "config.losses.g")
   with pytest.raises(ValueError, match=">= 0"):
     losses.check_weights({"g_minimax": -1.0}, {"fake_logits"}, "config.losses.g")
+  with pytest.raises(ValueError, match="finite"):
+    losses.check_weights({"g_minimax": float("nan")}, {"fake_logits"}, "config.losses.g")

@@ -139,3 +139,17 @@ def test_bad_config_values_fail_before_compiling(tfds_dir, tmp_path):
   c.optim.d.name = "adan"
   with pytest.raises(ValueError, match="config.optim.d.name"):
     train.run(c, str(tmp_path / "d"))
+
+
+def test_non_finite_loss_stops_without_checkpoint(tfds_dir, tmp_path):
+  del tfds_dir
+  c = small_dcgan_config(num_steps=5, checkpoint_every=1)
+  c.optim.d.lr = c.optim.g.lr = 1e38  # Adam moves weights by ~lr: overflow within a step.
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(FloatingPointError, match="Non-finite"):
+    train.run(c, workdir)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  saved = [s for s in os.listdir(ckpt_dir) if s.isdigit()] if os.path.isdir(ckpt_dir) else []
+  # Only states whose logged metrics were finite may have been checkpointed.
+  logged = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert all(int(s) <= max(logged, default=0) for s in saved)

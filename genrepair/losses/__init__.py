@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from typing import Any, Callable, Mapping
 
 import jax
@@ -60,8 +61,8 @@ def check_weights(weights: Mapping[str, float], available: set[str], where: str)
     raise ValueError(f"{where} selects no loss term with a non-zero weight: {dict(weights)}.")
   for name, w in weights.items():
     fn = get(name)
-    if not isinstance(w, (int, float)) or w < 0:
-      raise ValueError(f"{where}.{name}: weight must be a number >= 0, got {w!r}.")
+    if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+      raise ValueError(f"{where}.{name}: weight must be a finite number >= 0, got {w!r}.")
     missing = _required_args(fn) - available
     if missing:
       raise ValueError(
