@@ -24,6 +24,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, sam
 _NUM = flags.DEFINE_integer("num", 64, "sample: number of images.")
 _SEED = flags.DEFINE_integer("seed", 0, "sample: latent seed.")
 _STEP = flags.DEFINE_integer("step", None, "sample: checkpoint step (default: newest).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator", None, "Multi-process: host:port of process 0 (with --num_processes and"
+    " --process_id); on TPU pods / SLURM leave unset (auto-detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _OUTPUT = flags.DEFINE_string("output", None, "sample: .png/.jpg grid or .npz raw samples.",
                               short_name="o")
 
@@ -49,6 +54,8 @@ def main(argv: list[str]) -> None:
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
   _setup_jax()
+  from genrepair import sharding  # pylint: disable=import-outside-toplevel
+  sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if command == "train":
     if _CONFIG.value is None:
       raise app.UsageError("train needs --config experiments/<name>.py")

@@ -84,3 +84,30 @@ def to_global(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in host_batch.items()}
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+  """Starts JAX's multi-process runtime (call before any other JAX use).
+
+  With all three arguments given, processes find each other through ``coordinator``
+  (``host:port`` of process 0). With none given, ``jax.distributed.initialize()``
+  auto-detects the cluster (TPU pods, SLURM, Open MPI); on a single machine without a
+  cluster this is skipped. On CPU, cross-process collectives use gloo.
+
+  Raises:
+    ValueError: only some of the three arguments were given.
+  """
+  given = [a is not None for a in (coordinator, num_processes, process_id)]
+  if any(given) and not all(given):
+    raise ValueError("--coordinator, --num_processes and --process_id go together; got"
+                     f" coordinator={coordinator!r}, num_processes={num_processes!r},"
+                     f" process_id={process_id!r}.")
+  if not any(given):
+    return
+  if num_processes == 1:
+    return
+  # Only affects the CPU backend (harmless on GPU/TPU hosts).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                             process_id=process_id)

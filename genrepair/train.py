@@ -65,11 +65,15 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   Raises:
     ValueError: invalid config values (task, model, losses, optimizers, mesh, batch).
   """
-  task = tasks.get(config.task)(config)
   mesh = mesh or sharding.make_mesh(config.mesh)
+  task = tasks.get(config.task)(config, mesh=mesh)
   sharding.check_batch_size(config.train.batch_size, mesh)
-  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   repl = sharding.replicated(mesh)
+  # Made under jit with a replicated output sharding, so the keys are global arrays that
+  # also work when the mesh spans several processes (device_put cannot target devices
+  # of other processes).
+  init_rng, train_rng = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                out_shardings=repl)()
   abstract = checkpoint.abstract_with_sharding(jax.eval_shape(task.init, init_rng), repl)
   state_sharding = jax.tree.map(lambda _: repl, abstract)
   return task, mesh, init_rng, train_rng, abstract, state_sharding
@@ -136,11 +140,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   writer = writers.MetricWriter(workdir, enabled=pid == 0, resume_step=step)
   progress = writers.Progress(tc.num_steps, step)
-  train_rng = jax.device_put(train_rng, repl)
   step_fn = jax.jit(task.train_step, donate_argnums=0, out_shardings=(state_sharding, repl))
   sample_fn = jax.jit(task.sample, out_shardings=repl)
-  z_grid = jax.device_put(
-      task.latents(jax.random.key(config.sample.seed), config.sample.num), repl)
+  z_grid = jax.jit(lambda: task.latents(jax.random.key(config.sample.seed), config.sample.num),
+                   out_shardings=repl)()
 
   def save(step, state):
     ckpt.save(step, state, data_it.get_state(), _make_meta(config, task, step, mesh))

@@ -62,13 +62,22 @@ class GANTask:
 
   image_range = (-1.0, 1.0)
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh | None = None):
     """Builds models and optimizers; validates the config (nothing compiles here).
+
+    Args:
+      config: the experiment config.
+      mesh: the training mesh; latents drawn inside the step are sharded over its
+        ``'data'`` axis like the batch (without it XLA may replicate the generator's whole
+        forward/backward pass on every device).
 
     Raises:
       ValueError: bad model/loss/optimizer settings, naming the config key.
     """
     self.config = config
+    self._batch_sharding = (None if mesh is None else
+                            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
     mc = config.model
     pair = models.get(mc.name)(variant=mc.variant, channels=mc.channels)
     self.generator, self.discriminator = pair.generator, pair.discriminator
@@ -97,6 +106,17 @@ class GANTask:
   def latents(self, rng: jax.Array, num: int) -> jax.Array:
     """z ~ N(0, I): float32 ``[num, z_dim]``."""
     return jax.random.normal(rng, (num, self.z_dim), jnp.float32)
+
+  def _batch_latents(self, rng: jax.Array, num: int) -> jax.Array:
+    """Latents of a training batch, sharded over ``data`` like the images.
+
+    The values do not depend on the sharding (JAX's threefry is partitionable), so 1 and 8
+    devices draw the same numbers.
+    """
+    z = self.latents(rng, num)
+    if self._batch_sharding is not None:
+      z = jax.lax.with_sharding_constraint(z, self._batch_sharding)
+    return z
 
   def _generate(self, params, batch_stats, z, train: bool):
     return self.generator.apply({"params": params, "batch_stats": batch_stats}, z,
@@ -130,7 +150,7 @@ class GANTask:
     # Discriminator update on real vs. G(z); G's BatchNorm statistics advance as in
     # the reference implementations (G runs in train mode to make the fake batch).
     fake, g_upd = self._generate(state.g_params, state.g_batch_stats,
-                                 self.latents(k_zd, num), train=True)
+                                 self._batch_latents(k_zd, num), train=True)
     fake = jax.lax.stop_gradient(fake)
 
     def d_loss_fn(d_params):
@@ -148,7 +168,7 @@ class GANTask:
     d_params = optax.apply_updates(state.d_params, d_updates)
 
     # Generator update against the updated discriminator, on fresh latents.
-    z_g = self.latents(k_zg, num)
+    z_g = self._batch_latents(k_zg, num)
 
     def g_loss_fn(g_params):
       fake, g_upd2 = self._generate(g_params, g_upd["batch_stats"], z_g, train=True)
