@@ -79,6 +79,23 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = No
   return task, mesh, init_rng, train_rng, abstract, state_sharding
 
 
+def make_train_iterator(config: ml_collections.ConfigDict, process_index: int = 0,
+                        process_count: int = 1):
+  """The training input pipeline of ``config.data``.
+
+  Whole images (``data.make_iterator``), or random patches when ``config.data`` has a
+  ``patch_size`` (restoration; crops aligned to the SR scale for ``bicubic``).
+  """
+  dc = config.data
+  common = dict(global_batch_size=config.train.batch_size, split=dc.split, seed=dc.seed,
+                process_index=process_index, process_count=process_count)
+  if "patch_size" not in dc:
+    return data.make_iterator(dc, **common)
+  scale = int(config.degradation.scale) if config.degradation.kind == "bicubic" else 1
+  return data.make_patch_iterator(dc, patch_size=dc.patch_size, scale=scale,
+                                  patches_per_image=dc.get("patches_per_image", 1), **common)
+
+
 def _make_meta(config, task, step: int, mesh) -> dict[str, Any]:
   return {"step": step, "config": json.loads(config.to_json_best_effort()),
           "versions": checkpoint.package_versions(), "protocol": task.protocol(),
@@ -89,10 +106,16 @@ def _make_meta(config, task, step: int, mesh) -> dict[str, Any]:
 def _check_batch(host_batch: dict[str, np.ndarray], task, config) -> None:
   """Checks the first batch against the model before anything compiles."""
   image = host_batch["image"]
-  if image.dtype != np.uint8 or tuple(image.shape[1:]) != tuple(task.image_shape):
+  expected = getattr(task, "image_shape", None)
+  if expected is None:  # Patches: the task converts channels itself (e.g. RGB -> Y).
+    if image.dtype != np.uint8 or image.ndim != 4:
+      raise ValueError(f"Dataset {config.data.name!r} gives {image.dtype} {image.shape};"
+                       " expected uint8 [B, H, W, C].")
+    return
+  if image.dtype != np.uint8 or tuple(image.shape[1:]) != tuple(expected):
     raise ValueError(
         f"Dataset {config.data.name!r} gives images {image.dtype} {tuple(image.shape[1:])}"
-        f" but config.model expects uint8 {tuple(task.image_shape)} (check"
+        f" but config.model expects uint8 {tuple(expected)} (check"
         " config.model.variant / channels).")
 
 
@@ -118,9 +141,13 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   task, mesh, init_rng, train_rng, abstract, state_sharding = build(config, mesh)
   repl = sharding.replicated(mesh)
   pid, nproc = jax.process_index(), jax.process_count()
-  data_it = data.make_iterator(
-      config.data, global_batch_size=tc.batch_size, split=config.data.split,
-      seed=config.data.seed, process_index=pid, process_count=nproc)
+  # The first batch of the stream: checked against the model before anything compiles or
+  # is written, and the source of the fixed preview (the same whether or not we resume).
+  probe = make_train_iterator(config, pid, nproc)
+  first_batch = next(probe)
+  probe.close()
+  _check_batch(first_batch, task, config)
+  data_it = make_train_iterator(config, pid, nproc)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=tc.keep_checkpoints)
@@ -141,29 +168,40 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   writer = writers.MetricWriter(workdir, enabled=pid == 0, resume_step=step)
   progress = writers.Progress(tc.num_steps, step)
   step_fn = jax.jit(task.train_step, donate_argnums=0, out_shardings=(state_sharding, repl))
-  sample_fn = jax.jit(task.sample, out_shardings=repl)
-  z_grid = jax.jit(lambda: task.latents(jax.random.key(config.sample.seed), config.sample.num),
-                   out_shardings=repl)()
+  preview_fn = jax.jit(task.preview, out_shardings=repl)
+  preview_in = jax.jit(
+      lambda b: task.preview_inputs(jax.random.key(config.sample.seed), b, config.sample.num),
+      out_shardings=repl)(sharding.to_global(first_batch, mesh))
+  evaluating = "eval" in config and config.eval.every > 0 and hasattr(task, "eval_protocol")
 
   def save(step, state):
     ckpt.save(step, state, data_it.get_state(), _make_meta(config, task, step, mesh))
 
   def write_samples(step, state, final=False):
-    grid = io.make_grid(io.to_uint8(jax.device_get(sample_fn(state, z_grid)),
-                                    task.image_range))
+    images = io.to_uint8(jax.device_get(preview_fn(state, preview_in)), task.image_range)
+    grid = io.make_grid(images, cols=task.preview_columns(config.sample.num))
     if pid == 0:
       io.save_image(os.path.join(workdir, "samples", f"step_{step:07d}.png"), grid)
       if final:
         io.save_image(os.path.join(workdir, "samples", "final.png"), grid)
       writer.image(step, "samples", grid)
 
+  def run_eval(step, state):
+    from genrepair import evaluate  # pylint: disable=import-outside-toplevel
+    results = evaluate.evaluate(task, state, config)
+    if pid == 0:
+      evaluate.write(results, os.path.join(workdir, "eval", f"step_{step:07d}.json"))
+    writer.scalars(step, {"eval/psnr": results["psnr"], "eval/ssim": results["ssim"]})
+    log(f"eval step {step}: {config.eval.dataset} {results['psnr']:.2f} dB, SSIM"
+        f" {results['ssim']:.4f} (input {results['input_psnr']:.2f} dB;"
+        f" {results['num_images']} images, {results['seconds']:.0f}s)")
+    return results
+
   pending, last, stopped_by, first = [], {}, None, True
   t_start = time.perf_counter()
   with _StopOnSignal() as stop:
     while step < tc.num_steps:
       host_batch = next(data_it)
-      if first:
-        _check_batch(host_batch, task, config)
       batch = sharding.to_global(host_batch, mesh)
       with jax.transfer_guard("disallow"):  # No hidden host<->device copies in the loop.
         state, metrics = step_fn(state, batch, train_rng)
@@ -187,6 +225,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         log(progress.line(step, last))
       if step % tc.sample_every == 0 and step != tc.num_steps:
         write_samples(step, state)
+      if evaluating and step % config.eval.every == 0 and step != tc.num_steps:
+        run_eval(step, state)
       if stop.reason is not None:
         stopped_by = stop.reason
         break
@@ -195,6 +235,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     save(step, state)
     if step == tc.num_steps:
       write_samples(step, state, final=True)
+      if evaluating:
+        last = {**last, **{f"eval/{k}": v for k, v in run_eval(step, state).items()
+                           if k in ("psnr", "ssim")}}
       log(f"Done: {step} steps. Final samples: "
           f"{os.path.join(os.path.abspath(workdir), 'samples', 'final.png')}")
     ckpt.close()

@@ -1,4 +1,4 @@
-"""Pieces shared by tasks: optimizers from config."""
+"""Pieces shared by tasks: optimizers and learning-rate schedules from config."""
 
 from __future__ import annotations
 
@@ -12,21 +12,45 @@ _OPTIMIZERS = {
 }
 
 
+def make_schedule(cfg: ml_collections.ConfigDict, where: str) -> optax.Schedule | float:
+  """Learning rate (float) or schedule from ``cfg``.
+
+  Fields: ``lr`` (> 0); optional ``schedule``: ``'constant'`` (default) or ``'piecewise'``
+  with ``boundaries`` (steps, increasing) and ``decay`` (factor applied at each boundary),
+  e.g. DnCNN's 1e-3 -> 1e-4 at a given step.
+
+  Raises:
+    ValueError: non-positive lr, unknown schedule, bad boundaries or decay.
+  """
+  if not cfg.lr > 0:
+    raise ValueError(f"{where}.lr must be > 0, got {cfg.lr}.")
+  kind = cfg.get("schedule", "constant")
+  if kind == "constant":
+    return cfg.lr
+  if kind == "piecewise":
+    bounds = [int(b) for b in cfg.boundaries]
+    if not bounds or any(b <= 0 for b in bounds) or bounds != sorted(set(bounds)):
+      raise ValueError(f"{where}.boundaries must be increasing positive steps, got {bounds}.")
+    if not 0 < cfg.decay <= 1:
+      raise ValueError(f"{where}.decay must be in (0, 1], got {cfg.decay}.")
+    return optax.piecewise_constant_schedule(cfg.lr, {b: cfg.decay for b in bounds})
+  raise ValueError(f"{where}.schedule={kind!r}; known: 'constant', 'piecewise'.")
+
+
 def make_optimizer(cfg: ml_collections.ConfigDict, where: str) -> optax.GradientTransformation:
-  """Builds an optax optimizer from ``{name, lr, ...}``.
+  """Builds an optax optimizer from ``{name, lr, [schedule...], ...}``.
 
   Args:
-    cfg: ``name`` ('adam' | 'sgd'), ``lr`` (float > 0) and the optimizer's own fields
-      (adam: ``b1``, ``b2``, ``eps``; sgd: ``momentum``).
+    cfg: ``name`` ('adam' | 'sgd'), ``lr`` (float > 0), an optional schedule (see
+      :func:`make_schedule`) and the optimizer's own fields (adam: ``b1``, ``b2``, ``eps``;
+      sgd: ``momentum``).
     where: config path for error messages.
 
   Raises:
-    ValueError: unknown optimizer name or non-positive learning rate.
+    ValueError: unknown optimizer name, non-positive learning rate, bad schedule.
   """
   if cfg.name not in _OPTIMIZERS:
     raise ValueError(f"{where}.name={cfg.name!r} is not a known optimizer; known:"
                      f" {sorted(_OPTIMIZERS)}.")
-  if not cfg.lr > 0:
-    raise ValueError(f"{where}.lr must be > 0, got {cfg.lr}.")
   fn, fields = _OPTIMIZERS[cfg.name]
-  return fn(cfg.lr, **{k: cfg[k] for k in fields if k in cfg})
+  return fn(make_schedule(cfg, where), **{k: cfg[k] for k in fields if k in cfg})

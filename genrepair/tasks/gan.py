@@ -16,6 +16,7 @@ D update, latents of the G update), so a resumed run draws the same numbers.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax
@@ -204,6 +205,20 @@ class GANTask:
       float32 ``[N, H, W, C]`` in ``[-1, 1]``.
     """
     return self._generate(state.g_params, state.g_batch_stats, z, train=False)
+
+  def preview_inputs(self, rng: jax.Array, batch: dict[str, jax.Array],
+                     num: int) -> jax.Array:
+    """The fixed latent grid of the periodic sample images (the batch is not used)."""
+    del batch
+    return self.latents(rng, num)
+
+  def preview(self, state: GANState, z: jax.Array) -> jax.Array:
+    """Samples for the periodic grid: float32 ``[N, H, W, C]`` in ``[-1, 1]``."""
+    return self.sample(state, z)
+
+  def preview_columns(self, num: int) -> int:
+    """Grid columns: a square-ish grid."""
+    return math.ceil(math.sqrt(num))
 
   def protocol(self) -> dict[str, Any]:
     """What a sample means, stored in checkpoint metadata."""

@@ -1,0 +1,243 @@
+"""Image restoration task: clean batches are corrupted on device, a model restores them.
+
+One dataset of clean images serves every restoration problem: the pipeline yields clean
+uint8 patches ``[B, P, P, C]``, the step turns them into float32 ``[0, 1]`` targets and
+corrupts them with :mod:`genrepair.degradations` using keys from ``fold_in(rng, step)``.
+Evaluation corrupts each full-size test image with a fixed key per image, so the numbers
+are reproducible.
+
+``config.degradation.kind``:
+
+| kind | corruption (params) | model input |
+|---|---|---|
+| ``gaussian_noise`` | ``clean + sigma/255 N(0,1)``, not clipped (``sigma``; blind: ``sigma_max`` > 0 draws sigma ~ U[sigma, sigma_max] per image) | noisy image |
+| ``salt_and_pepper`` | fraction ``density`` of pixels to 0/1 | noisy image |
+| ``bicubic`` | MATLAB bicubic down by ``scale`` | LR image (``sr_input='lr'``) or its bicubic upscale (``'bicubic'``) |
+
+Models follow the restoration interface: ``restore(x, *, train) -> image`` (float32, not
+clipped), attribute ``sr_input`` (``None`` | ``'lr'`` | ``'bicubic'``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from genrepair import degradations, losses, metrics, models
+from genrepair.tasks import common
+
+INPUTS = {"pred", "target"}
+KINDS = ("gaussian_noise", "salt_and_pepper", "bicubic")
+
+
+@flax.struct.dataclass
+class RestorationState:
+  """Arrays that change during training.
+
+  Attributes:
+    step: int32 scalar, completed steps.
+    params: model parameters.
+    batch_stats: BatchNorm running statistics (empty dict for models without BatchNorm).
+    opt_state: optax state.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+class RestorationTask:
+  """Restoration training/evaluation functions bound to one config.
+
+  Images on device are float32 in ``[0, 1]`` (``image_range``).
+  """
+
+  image_range = (0.0, 1.0)
+
+  def __init__(self, config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh | None = None):
+    """Builds the model and optimizer and validates the config (nothing compiles).
+
+    Raises:
+      ValueError: unknown degradation kind or bad parameters, unknown model/loss/optimizer,
+        a patch size the scale does not divide; messages name the config key.
+    """
+    del mesh  # Everything in the step is per-example: the batch sharding propagates.
+    self.config = config
+    mc, dc = config.model, config.degradation
+    kw = {"channels": int(mc.channels)}
+    if dc.kind == "bicubic":
+      kw["scale"] = int(dc.scale)
+    self.model = models.get(mc.name)(variant=mc.get("variant") or None, **kw)
+    self.channels = int(mc.channels)
+    self.sr_input = getattr(self.model, "sr_input", None)
+    if dc.kind not in KINDS:
+      raise ValueError(f"config.degradation.kind={dc.kind!r}; known: {KINDS}.")
+    if dc.kind == "bicubic":
+      if self.sr_input not in ("lr", "bicubic"):
+        raise ValueError(f"config.model.name={mc.name!r} is not a super-resolution model"
+                         " (no sr_input), but config.degradation.kind='bicubic'.")
+      if int(dc.scale) < 2 or config.data.patch_size % int(dc.scale):
+        raise ValueError(f"config.degradation.scale={dc.scale} must be >= 2 and divide"
+                         f" config.data.patch_size={config.data.patch_size}.")
+    elif dc.kind == "gaussian_noise" and (dc.sigma < 0 or 0 < dc.sigma_max <= dc.sigma):
+      raise ValueError(f"config.degradation: need 0 <= sigma ({dc.sigma}) and sigma_max"
+                       f" ({dc.sigma_max}) either 0 (fixed sigma) or > sigma (blind).")
+    elif dc.kind == "salt_and_pepper" and not 0 < dc.density < 1:
+      raise ValueError(f"config.degradation.density must be in (0, 1), got {dc.density}.")
+    self.weights = dict(config.losses)
+    losses.check_weights(self.weights, INPUTS, "config.losses")
+    self.tx = common.make_optimizer(config.optim, "config.optim")
+    self.schedule = common.make_schedule(config.optim, "config.optim")
+
+  # ------------------------------------------------------------------ degradation
+
+  def degrade(self, rng: jax.Array, clean: jax.Array) -> jax.Array:
+    """Corrupts clean images into model inputs.
+
+    Args:
+      rng: key (the only source of randomness).
+      clean: float32 ``[B, H, W, C]`` in ``[0, 1]``; H, W multiples of the SR scale.
+
+    Returns:
+      float32 model input: ``[B, H, W, C]``, or ``[B, H/s, W/s, C]`` for ``sr_input='lr'``.
+    """
+    dc = self.config.degradation
+    if dc.kind == "gaussian_noise":
+      sigma = dc.sigma
+      if dc.sigma_max:
+        k_sigma, rng = jax.random.split(rng)
+        sigma = jax.random.uniform(k_sigma, (clean.shape[0],), minval=dc.sigma,
+                                   maxval=dc.sigma_max)
+      return degradations.gaussian_noise(rng, clean, sigma=sigma)
+    if dc.kind == "salt_and_pepper":
+      return degradations.salt_and_pepper(rng, clean, density=dc.density)
+    lr = degradations.bicubic_downsample(clean, scale=int(dc.scale))  # [B, H/s, W/s, C]
+    if self.sr_input == "lr":
+      return lr
+    return degradations.imresize(lr, scale=float(dc.scale))  # [B, H, W, C]
+
+  # ------------------------------------------------------------------ state and step
+
+  def init(self, rng: jax.Array) -> RestorationState:
+    """Initial state (the model's own initialisers), fresh optimizer state."""
+    p = int(self.config.data.patch_size)
+    if self.sr_input == "lr":
+      p //= int(self.config.degradation.scale)
+    variables = self.model.init(rng, jnp.zeros((1, p, p, self.channels)),
+                                train=False, method="restore")
+    params = variables["params"]
+    return RestorationState(step=jnp.zeros((), jnp.int32), params=params,
+                            batch_stats=variables.get("batch_stats", {}),
+                            opt_state=self.tx.init(params))
+
+  def clean_from_uint8(self, image: jax.Array) -> jax.Array:
+    """uint8 ``[B, H, W, C]`` -> float32 targets in ``[0, 1]`` with the model's channels.
+
+    A 1-channel model on RGB data (SRCNN-style SR on the Y channel) gets the BT.601 Y
+    channel rounded to 8 bits, as MATLAB ``rgb2ycbcr`` on uint8 images gives; that is the
+    SR benchmark protocol's input.
+
+    Raises:
+      ValueError: channel counts that cannot be reconciled.
+    """
+    x = image.astype(jnp.float32) / 255.0
+    c = x.shape[-1]
+    if c == self.channels:
+      return x
+    if self.channels == 1 and c == 3:
+      y = metrics.rgb_to_y(x)  # [B, H, W, 1] in [16, 235] / 255
+      return jnp.floor(y * 255.0 + 0.5) / 255.0
+    raise ValueError(f"Data has {c} channels but config.model.channels={self.channels}.")
+
+  def apply(self, params, batch_stats, x: jax.Array, *, train: bool):
+    """Runs the model's ``restore``; returns ``(output, new_batch_stats)``."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    if train and batch_stats:
+      out, upd = self.model.apply(variables, x, train=True, method="restore",
+                                  mutable=["batch_stats"])
+      return out, upd["batch_stats"]
+    return self.model.apply(variables, x, train=train, method="restore"), batch_stats
+
+  def train_step(self, state: RestorationState, batch: dict[str, jax.Array],
+                 rng: jax.Array) -> tuple[RestorationState, dict[str, jax.Array]]:
+    """One optimizer step on ``loss(model(degrade(clean)), clean)``.
+
+    Args:
+      state: current state.
+      batch: ``{'image': uint8 [B, P, P, C]}`` clean patches (sharded over ``data``).
+      rng: the run's base key; folded with ``state.step`` here.
+
+    Returns:
+      ``(new_state, metrics)``: ``loss``, every loss term, ``psnr`` (dB, batch mean of the
+      per-patch PSNR of the clipped float output, a training signal, not the benchmark
+      protocol), ``grad_norm``, ``lr``.
+    """
+    rng = jax.random.fold_in(rng, state.step)
+    clean = self.clean_from_uint8(batch["image"])  # [B, P, P, C] in [0, 1]
+    x = self.degrade(rng, clean)
+
+    def loss_fn(params):
+      out, bs = self.apply(params, state.batch_stats, x, train=True)
+      total, terms = losses.evaluate(self.weights, pred=out, target=clean)
+      return total, (terms, bs, out)
+
+    (loss, (terms, bs, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=bs, opt_state=opt_state)
+    lr = self.schedule(state.step) if callable(self.schedule) else self.schedule
+    return new_state, {
+        "loss": loss, **terms,
+        "psnr": jnp.mean(metrics.psnr(jnp.clip(out, 0.0, 1.0), clean)),
+        "grad_norm": optax.tree.norm(grads),
+        "lr": jnp.asarray(lr, jnp.float32),
+    }
+
+  # ------------------------------------------------------------------ previews
+
+  def preview_inputs(self, rng: jax.Array, batch: dict[str, jax.Array],
+                     num: int) -> dict[str, jax.Array]:
+    """Fixed preview: the first ``num`` clean patches of the first batch, corrupted once.
+
+    Args:
+      rng: preview key (``config.sample.seed``).
+      batch: the first global batch ``{'image': uint8 [B, P, P, C]}``.
+      num: patches shown (at most B).
+    """
+    clean = self.clean_from_uint8(batch["image"][:num])
+    return {"clean": clean, "input": self.degrade(rng, clean)}
+
+  def preview(self, state: RestorationState, fixed: dict[str, jax.Array]) -> jax.Array:
+    """float32 ``[3N, P, P, C]`` in ``[0, 1]``: inputs (LR nearest-upsampled), outputs,
+    targets — shown as three rows of N."""
+    out, _ = self.apply(state.params, state.batch_stats, fixed["input"], train=False)
+    shown = fixed["input"]
+    if shown.shape[1] != out.shape[1]:
+      s = out.shape[1] // shown.shape[1]
+      shown = jnp.repeat(jnp.repeat(shown, s, axis=1), s, axis=2)
+    return jnp.clip(jnp.concatenate([shown, out, fixed["clean"]]), 0.0, 1.0)
+
+  def preview_columns(self, num: int) -> int:
+    """Grid columns of a preview of ``num`` patches (rows: input, output, target)."""
+    return num
+
+  # ------------------------------------------------------------------ evaluation
+
+  def eval_protocol(self) -> metrics.Protocol:
+    """The benchmark protocol of this task's degradation (recorded with every number)."""
+    dc = self.config.degradation
+    if dc.kind == "bicubic":
+      return metrics.Protocol.super_resolution(int(dc.scale))
+    return metrics.Protocol.denoising()
+
+  def protocol(self) -> dict[str, Any]:
+    """Metadata: what the evaluation numbers mean."""
+    return {"degradation": self.config.degradation.to_dict(),
+            "metrics": self.eval_protocol().to_dict()}
