@@ -9,9 +9,13 @@ import difflib
 from typing import Callable
 
 from genrepair.models import dcgan
+from genrepair.models import dncnn
+from genrepair.models import srcnn
 
 REGISTRY: dict[str, Callable] = {
     "dcgan": dcgan.Model,
+    "dncnn": dncnn.Model,
+    "srcnn": srcnn.Model,
 }
 
 

@@ -1,0 +1,157 @@
+"""DnCNN: residual-learning denoiser (Zhang, Zuo, Chen, Meng & Zhang, IEEE TIP 2017).
+
+"Beyond a Gaussian Denoiser: Residual Learning of Deep CNN for Image Denoising", Sec. III-A:
+a plain stack of ``depth`` 3x3 convolutions with 64 features: Conv+ReLU (first layer),
+Conv+BN+ReLU (layers 2 .. depth-1), Conv (last layer). Zero padding keeps every feature map
+the size of the input (Sec. III-B, "simply pad zeros before convolution"). The network
+predicts the **noise** ``v = R(y)`` and the clean estimate is ``x = y - R(y)`` (residual
+learning, Eq. 1).
+
+``DnCNN.__call__`` returns the predicted residual (what the loss of Eq. 1 compares with
+``y - x``); ``DnCNN.denoise`` (via ``model.apply(v, y, method="denoise", train=False)``)
+returns the clean estimate ``y - R(y)``.
+
+The official MatConvNet weights (github.com/cszn/DnCNN ``model/``) have BatchNorm folded
+into the convolutions, leaving a bias on every conv; the ``*-merged`` variants
+(``batch_norm=False``) are that network, and ``genrepair.weights.load_dncnn_matconvnet``
+produces their parameter trees.
+
+Variants (``Model(variant=...)``), parameter counts (``params`` collection only) for 64
+features:
+
+| variant | depth | BatchNorm | channels | params | batch_stats |
+|---|---|---|---|---|---|
+| ``S`` (default; DnCNN-S, known sigma) | 17 | yes | 1 | 556,097 | 1,920 |
+| ``B`` (DnCNN-B / -3, blind) | 20 | yes | 1 | 667,073 | 2,304 |
+| ``S-merged`` (official weights) | 17 | folded | 1 | 555,137 | 0 |
+| ``B-merged`` (official weights) | 20 | folded | 1 | 665,921 | 0 |
+| ``S``, ``channels=3`` (CDnCNN-S) | 17 | yes | 3 | 558,403 | 1,920 |
+| ``B``, ``channels=3`` (CDnCNN-B) | 20 | yes | 3 | 669,379 | 2,304 |
+
+How they are counted: conv weights ``9 * (C*64 + (depth-2)*64*64 + 64*C)`` (554,112 for
+DnCNN-S gray, the number usually quoted as "0.55M"); biases on the first and last conv
+(``64 + C``), none on the middle convs because BatchNorm's shift replaces them (the
+MatConvNet training code fixes those biases at zero, ``learningRate [1 0]``); BatchNorm
+scale and shift ``2 * 64`` per middle layer. Merged variants have a bias on all ``depth``
+convs and no BatchNorm. ``tests/test_restoration_models.py`` pins these counts.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+# Sec. III-C: weights initialised by He et al.'s method (rectifier networks).
+_INIT = nn.initializers.he_normal()
+
+VARIANTS = {
+    "S": dict(depth=17, batch_norm=True),
+    "B": dict(depth=20, batch_norm=True),
+    "S-merged": dict(depth=17, batch_norm=False),
+    "B-merged": dict(depth=20, batch_norm=False),
+}
+
+
+class DnCNN(nn.Module):
+  """DnCNN noise predictor ``y -> R(y)`` (Zhang et al., TIP 2017).
+
+  Attributes:
+    depth: number of convolutions (17 for DnCNN-S, 20 for DnCNN-B and DnCNN-3); >= 2.
+    features: width of the hidden layers (64 in the paper).
+    channels: image channels (1 grayscale, 3 colour).
+    batch_norm: BatchNorm after the middle convolutions (training form, no bias on those
+      convs) if True; a bias on every conv and no BatchNorm (the official merged weights)
+      if False.
+  """
+  depth: int = 17
+  features: int = 64
+  channels: int = 1
+  batch_norm: bool = True
+
+  sr_input = None  # Restoration interface: not a super-resolution model.
+
+  @nn.compact
+  def __call__(self, y: jax.Array, *, train: bool) -> jax.Array:
+    """Predicts the noise residual.
+
+    Args:
+      y: float32 ``[B, H, W, channels]`` noisy images, nominally in ``[0, 1]`` (the
+        network was trained on unclipped noisy inputs, so values outside are fine).
+      train: BatchNorm uses batch statistics (and updates ``batch_stats``) if True;
+        ignored when ``batch_norm`` is False.
+
+    Returns:
+      float32 ``[B, H, W, channels]``: the predicted noise ``R(y)``; the clean estimate
+      is ``y - R(y)`` (see :meth:`denoise`).
+
+    Raises:
+      ValueError: ``y`` is not ``[B, H, W, channels]`` or ``depth < 2``.
+    """
+    if self.depth < 2:
+      raise ValueError(f"DnCNN depth must be >= 2, got {self.depth}.")
+    if y.ndim != 4 or y.shape[-1] != self.channels:
+      raise ValueError(f"DnCNN expects [B, H, W, {self.channels}] images, got shape"
+                       f" {tuple(y.shape)}.")
+    # [B, H, W, C] -> [B, H, W, features]; zero 'same' padding keeps H, W throughout.
+    x = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=_INIT, name="conv0")(y)
+    x = nn.relu(x)
+    for i in range(1, self.depth - 1):
+      x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=not self.batch_norm,
+                  kernel_init=_INIT, name=f"conv{i}")(x)
+      if self.batch_norm:
+        # epsilon 1e-4 as MatConvNet's vl_nnbnorm (the authors' training code).
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-4,
+                         name=f"bn{i}")(x)
+      x = nn.relu(x)
+    # [B, H, W, features] -> [B, H, W, C]
+    return nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT,
+                   name=f"conv{self.depth - 1}")(x)
+
+  def denoise(self, y: jax.Array, *, train: bool = False) -> jax.Array:
+    """Clean estimate ``y - R(y)`` (Eq. 1 of the paper).
+
+    Use as ``model.apply(variables, y, method="denoise")``.
+
+    Args:
+      y: float32 ``[B, H, W, channels]`` noisy images in ``[0, 1]``.
+      train: as in ``__call__``.
+
+    Returns:
+      float32 ``[B, H, W, channels]`` denoised images, not clipped.
+    """
+    return y - self(y, train=train)
+
+  def restore(self, y: jax.Array, *, train: bool) -> jax.Array:
+    """Restoration interface (``genrepair.tasks.restoration``): the clean estimate.
+
+    Training the clean estimate against the clean image with L2 is the paper's residual
+    loss ``||R(y) - (y - x)||^2`` exactly (Eq. 1), since ``(y - R(y)) - x = -(R(y) - (y -
+    x))``.
+    """
+    return self.denoise(y, train=train)
+
+
+def Model(*, variant: str | None = None, **kw) -> DnCNN:  # pylint: disable=invalid-name
+  """Builds a DnCNN.
+
+  Args:
+    variant: a key of :data:`VARIANTS` (default ``'S'``); ``**kw`` overrides its fields
+      or sets ``features`` / ``channels``.
+
+  Returns:
+    An unbound :class:`DnCNN`.
+
+  Raises:
+    ValueError: unknown variant or option.
+  """
+  variant = variant or "S"
+  if variant not in VARIANTS:
+    raise ValueError(f"Unknown DnCNN variant {variant!r}; known: {sorted(VARIANTS)}.")
+  cfg = dict(VARIANTS[variant], features=64, channels=1)
+  unknown = set(kw) - set(cfg)
+  if unknown:
+    raise ValueError(f"Unknown DnCNN options {sorted(unknown)}; known: {sorted(cfg)}.")
+  cfg.update(kw)
+  if cfg["depth"] < 2:
+    raise ValueError(f"DnCNN depth must be >= 2, got {cfg['depth']}.")
+  return DnCNN(**cfg)
