@@ -2,6 +2,7 @@ r"""genrepair's one entry point.
 
   python launch.py train  --config experiments/dcgan_mnist.py --workdir runs/dcgan_mnist
   python launch.py sample --workdir runs/dcgan_mnist --num 64 --seed 0 -o grid.png
+  python launch.py eval   --workdir runs/dncnn_s25 [--dataset set12]
 
 `train` resumes from the newest checkpoint in --workdir when there is one. Config values are
 overridden with --config.<key>=<value> (e.g. --config.train.batch_size=64); configs are
@@ -16,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "sample")
+COMMANDS = ("train", "sample", "eval")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/<name>.py[:arg]).", lock_config=True)
@@ -29,6 +30,9 @@ _COORDINATOR = flags.DEFINE_string(
     " --process_id); on TPU pods / SLURM leave unset (auto-detected).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
+_DATASET = flags.DEFINE_string("dataset", None, "eval: dataset (default: the config's"
+                               " eval.dataset), e.g. bsd68, set12, set5, set14.")
+_LIMIT = flags.DEFINE_integer("limit", None, "eval: only the first N images (smoke tests).")
 _OUTPUT = flags.DEFINE_string("output", None, "sample: .png/.jpg grid or .npz raw samples.",
                               short_name="o")
 
@@ -69,6 +73,20 @@ def main(argv: list[str]) -> None:
     task, state, step, _ = sampling.load_run(_WORKDIR.value, _STEP.value)
     images = sampling.generate(task, state, num=_NUM.value, seed=_SEED.value)
     print(f"step {step}: " + sampling.write(images, _OUTPUT.value))
+  if command == "eval":
+    from genrepair import evaluate, sampling  # pylint: disable=import-outside-toplevel
+    task, state, step, config = sampling.load_run(_WORKDIR.value, _STEP.value)
+    if not hasattr(task, "eval_protocol"):
+      raise app.UsageError(f"eval needs a restoration run; {_WORKDIR.value} is a"
+                           f" {config.task!r} run.")
+    if _DATASET.value:
+      config.eval.dataset = _DATASET.value
+    results = evaluate.evaluate(task, state, config, limit=_LIMIT.value)
+    path = os.path.join(_WORKDIR.value, "eval", f"{config.eval.dataset}_step_{step:07d}.json")
+    evaluate.write(results, path)
+    print(evaluate.table(results))
+    print(f"protocol: {task.eval_protocol().describe()}; noise seed {results['seed']};"
+          f" step {step}; written to {path}")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 
 from genrepair.tasks.gan import GANTask
+from genrepair.tasks.restoration import RestorationTask
 
-REGISTRY = {"gan": GANTask}
+REGISTRY = {"gan": GANTask, "restoration": RestorationTask}
 
 
 def get(name: str):

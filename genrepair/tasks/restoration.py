@@ -70,12 +70,15 @@ class RestorationTask:
     del mesh  # Everything in the step is per-example: the batch sharding propagates.
     self.config = config
     mc, dc = config.model, config.degradation
-    kw = {"channels": int(mc.channels)}
-    if dc.kind == "bicubic":
-      kw["scale"] = int(dc.scale)
+    # config.model = the family's Model(...) arguments: name, variant and any overrides.
+    kw = {k: v for k, v in mc.items() if k not in ("name", "variant")}
     self.model = models.get(mc.name)(variant=mc.get("variant") or None, **kw)
     self.channels = int(mc.channels)
     self.sr_input = getattr(self.model, "sr_input", None)
+    model_scale = getattr(self.model, "scale", None)
+    if model_scale is not None and int(model_scale) != int(dc.scale):
+      raise ValueError(f"config.model.scale={model_scale} differs from"
+                       f" config.degradation.scale={dc.scale}.")
     if dc.kind not in KINDS:
       raise ValueError(f"config.degradation.kind={dc.kind!r}; known: {KINDS}.")
     if dc.kind == "bicubic":

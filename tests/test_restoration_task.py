@@ -1,0 +1,126 @@
+"""Restoration task: the step's loss against an independent computation, the corruption's
+statistics, a 2-step run of the DnCNN experiment with evaluation, the eval CLI."""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genrepair import sharding, train
+from tests.conftest import CACHE_DIR, REPO
+
+
+def _experiment(name, arg=None):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _tiny_dncnn(monkeypatch):
+  """DnCNN experiment on the embedded photos, shrunk: depth 3, 16x16 patches, batch 8."""
+  monkeypatch.delenv("GENREPAIR_DATA", raising=False)  # the offline default data
+  c = _experiment("dncnn_sigma25", "runlocal")
+  assert c.data.name == "natural_photos_gray" and c.eval.dataset == "natural_photos_gray"
+  with c.unlocked():
+    c.model.depth = 3
+  c.data.patch_size = 16
+  c.data.patches_per_image = 4
+  c.train.batch_size = 8
+  c.train.log_every = 1
+  c.sample.num = 4
+  return c
+
+
+def test_step_loss_matches_independent_computation(tfds_dir, monkeypatch):
+  del tfds_dir
+  c = _tiny_dncnn(monkeypatch)
+  mesh = sharding.make_mesh({"data": -1})
+  task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
+  batch = next(train.make_train_iterator(c))
+  assert batch["image"].shape == (8, 16, 16, 1) and batch["image"].dtype == np.uint8
+  state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  new_state, m = jax.jit(task.train_step)(state, sharding.to_global(batch, mesh), train_rng)
+  # Independently: the noise the step drew, the model's clean estimate, float64 MSE.
+  clean = batch["image"].astype(np.float64) / 255.0
+  noise = np.asarray(jax.random.normal(jax.random.fold_in(train_rng, 0), clean.shape))
+  noisy = clean + 25.0 / 255.0 * noise
+  params = jax.device_get(state.params)
+  out, _ = task.model.apply({"params": params, "batch_stats": jax.device_get(state.batch_stats)},
+                            jnp.asarray(noisy, jnp.float32), train=True, method="restore",
+                            mutable=["batch_stats"])
+  mse = np.mean((np.asarray(out, np.float64) - clean) ** 2)
+  np.testing.assert_allclose(m["l2"], mse, rtol=1e-4)
+  np.testing.assert_allclose(m["loss"], mse, rtol=1e-4)
+  psnr = np.mean([10 * np.log10(1 / np.mean((np.clip(np.asarray(o, np.float64), 0, 1) - t) ** 2))
+                  for o, t in zip(out, clean)])
+  np.testing.assert_allclose(m["psnr"], psnr, rtol=1e-4)
+  np.testing.assert_allclose(m["lr"], 1e-3)
+  assert int(new_state.step) == 1
+
+
+def test_gaussian_noise_statistics_in_the_task(monkeypatch):
+  c = _tiny_dncnn(monkeypatch)
+  task = train.build(c)[0]
+  clean = jnp.full((4, 64, 64, 1), 0.5)
+  noisy = task.degrade(jax.random.key(3), clean)
+  np.testing.assert_allclose(np.std(np.asarray(noisy - clean)) * 255, 25.0, rtol=0.02)
+  c.degradation.sigma, c.degradation.sigma_max = 0.0, 55.0  # blind: sigma ~ U[0, 55]
+  task = train.build(c)[0]
+  stds = np.std(np.asarray(task.degrade(jax.random.key(4), jnp.zeros((64, 32, 32, 1)))),
+                axis=(1, 2, 3)) * 255
+  assert 0 <= stds.min() < 10 and 45 < stds.max() <= 57
+  np.testing.assert_allclose(stds.mean(), 27.5, atol=4)
+
+
+def test_config_errors(monkeypatch):
+  c = _tiny_dncnn(monkeypatch)
+  c.degradation.kind = "gaussian"
+  with pytest.raises(ValueError, match="config.degradation.kind='gaussian'"):
+    train.build(c)
+  c = _tiny_dncnn(monkeypatch)
+  c.degradation.kind = "bicubic"
+  with pytest.raises(ValueError, match="not a super-resolution model"):
+    train.build(c)
+  c = _tiny_dncnn(monkeypatch)
+  c.losses.l2 = 0.0
+  with pytest.raises(ValueError, match="selects no loss term"):
+    train.build(c)
+
+
+def test_two_steps_with_eval_and_eval_cli(tfds_dir, tmp_path, monkeypatch):
+  del tfds_dir
+  c = _tiny_dncnn(monkeypatch)
+  c.train.num_steps = 2
+  c.eval.every = 1000  # > 0: evaluated at the end
+  workdir = str(tmp_path / "dncnn")
+  r = train.run(c, workdir)
+  assert r["step"] == 2
+  results = json.load(open(os.path.join(workdir, "eval", "step_0000002.json")))
+  assert results["num_images"] == 2 and results["dataset"] == "natural_photos_gray"
+  assert [x["name"] for x in results["per_image"]] == ["camera.png", "chelsea.png"]
+  # sigma 25 on the 0-255 scale: 20log10(255/25) = 20.17 dB before clipping/rounding
+  # (clipping at 0 and 1 removes a little error on saturated pixels).
+  assert 20.0 < results["input_psnr"] < 21.0
+  assert results["protocol"]["metrics"]["quantize"] is True
+  assert results["protocol"]["degradation"]["sigma"] == 25.0
+  assert math.isclose(r["metrics"]["eval/psnr"], results["psnr"])
+  grid = os.path.join(workdir, "samples", "final.png")
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  assert Image.open(grid).size == (4 * 18 + 2, 3 * 18 + 2)  # 3 rows x 4 patches
+  # The eval CLI on the same checkpoint gives the same numbers (fixed noise seeds).
+  env = dict(os.environ, GENREPAIR_JAX_CACHE=CACHE_DIR, JAX_PLATFORMS="cpu")
+  env.pop("GENREPAIR_DATA", None)
+  out = subprocess.run([sys.executable, "launch.py", "eval", "--workdir", workdir],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "mean (2)" in out.stdout and "uint8" in out.stdout
+  again = json.load(open(os.path.join(workdir, "eval", "natural_photos_gray_step_0000002.json")))
+  assert again["psnr"] == results["psnr"]
