@@ -3,6 +3,8 @@ r"""genrepair's one entry point.
   python launch.py train  --config experiments/dcgan_mnist.py --workdir runs/dcgan_mnist
   python launch.py sample --workdir runs/dcgan_mnist --num 64 --seed 0 -o grid.png
   python launch.py eval   --workdir runs/dncnn_s25 [--dataset set12]
+  python launch.py import --config experiments/dncnn_sigma25.py:official \
+      --weights $GENREPAIR_DATA/weights/dncnn/sigma25.mat --workdir runs/dncnn_s25_official
 
 `train` resumes from the newest checkpoint in --workdir when there is one. Config values are
 overridden with --config.<key>=<value> (e.g. --config.train.batch_size=64); configs are
@@ -17,7 +19,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "sample", "eval")
+COMMANDS = ("train", "sample", "eval", "import")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/<name>.py[:arg]).", lock_config=True)
@@ -32,6 +34,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: pro
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _DATASET = flags.DEFINE_string("dataset", None, "eval: dataset (default: the config's"
                                " eval.dataset), e.g. bsd68, set12, set5, set14.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "import: published weights file/directory.")
 _LIMIT = flags.DEFINE_integer("limit", None, "eval: only the first N images (smoke tests).")
 _OUTPUT = flags.DEFINE_string("output", None, "sample: .png/.jpg grid or .npz raw samples.",
                               short_name="o")
@@ -73,6 +76,11 @@ def main(argv: list[str]) -> None:
     task, state, step, _ = sampling.load_run(_WORKDIR.value, _STEP.value)
     images = sampling.generate(task, state, num=_NUM.value, seed=_SEED.value)
     print(f"step {step}: " + sampling.write(images, _OUTPUT.value))
+  if command == "import":
+    if _CONFIG.value is None or not _WEIGHTS.value:
+      raise app.UsageError("import needs --config and --weights.")
+    from genrepair import weights  # pylint: disable=import-outside-toplevel
+    print(weights.import_weights(_CONFIG.value, _WEIGHTS.value, _WORKDIR.value))
   if command == "eval":
     from genrepair import evaluate, sampling  # pylint: disable=import-outside-toplevel
     task, state, step, config = sampling.load_run(_WORKDIR.value, _STEP.value)

@@ -96,7 +96,7 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int = 
                                   patches_per_image=dc.get("patches_per_image", 1), **common)
 
 
-def _make_meta(config, task, step: int, mesh) -> dict[str, Any]:
+def make_meta(config, task, step: int, mesh) -> dict[str, Any]:
   return {"step": step, "config": json.loads(config.to_json_best_effort()),
           "versions": checkpoint.package_versions(), "protocol": task.protocol(),
           "mesh": {k: int(v) for k, v in mesh.shape.items()},
@@ -154,7 +154,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   restored = ckpt.restore_latest(abstract)
   if restored is not None:
     step, state, data_state, _ = restored
-    data_it.set_state(data_state)
+    if data_state:  # Empty for imported published weights: the stream starts afresh.
+      data_it.set_state(data_state)
     log(f"Resuming from {ckpt.directory}/{step} (step {step}/{tc.num_steps}).")
   else:
     step = 0
@@ -175,7 +176,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   evaluating = "eval" in config and config.eval.every > 0 and hasattr(task, "eval_protocol")
 
   def save(step, state):
-    ckpt.save(step, state, data_it.get_state(), _make_meta(config, task, step, mesh))
+    ckpt.save(step, state, data_it.get_state(), make_meta(config, task, step, mesh))
 
   def write_samples(step, state, final=False):
     images = io.to_uint8(jax.device_get(preview_fn(state, preview_in)), task.image_range)
