@@ -167,3 +167,24 @@ def test_import_refuses_mismatched_model(tmp_path, monkeypatch):
     weights.import_weights(c, os.path.join(root, "weights", "dncnn", "sigma25.mat"),
                            str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w" / "checkpoints" / "0")
+
+
+def test_official_srcnn_through_import_and_generic_eval(tfds_dir, tmp_path, monkeypatch):
+  """The generic path (import -> checkpoint -> load_run -> evaluate) reproduces SRCNN's
+  published Set5/Set14 x4 numbers and the bicubic baselines (SRCNN demo_SR.m protocol)."""
+  del tfds_dir
+  root = os.environ.get("GENREPAIR_DATA", "")
+  weights_dir = os.path.join(root, "weights", "srcnn_955_x4")
+  if not (os.path.isdir(weights_dir) and os.path.isdir(os.path.join(root, "sr", "set14"))):
+    pytest.skip("needs $GENREPAIR_DATA/weights/srcnn_955_x4 and sr/set5, sr/set14")
+  from genrepair import evaluate, sampling, weights  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("GENREPAIR_DATA", root)
+  workdir = str(tmp_path / "srcnn")
+  weights.import_weights(_experiment("srcnn_x3", "official_x4"), weights_dir, workdir)
+  task, state, step, config = sampling.load_run(workdir)
+  assert step == 0
+  for dataset, published, bicubic in (("set5", 30.48, 28.42), ("set14", 27.50, 26.00)):
+    config.eval.dataset = dataset
+    r = evaluate.evaluate(task, state, config)
+    assert abs(r["psnr"] - published) <= 0.01, (dataset, r["psnr"])
+    assert abs(r["input_psnr"] - bicubic) <= 0.01, (dataset, r["input_psnr"])

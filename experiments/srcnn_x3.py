@@ -1,0 +1,82 @@
+r"""SRCNN x3 on T91 (Dong, Loy, He & Tang, ECCV 2014 / TPAMI 2016).
+
+Launch (paper-like setting; an accelerator job):
+
+  python launch.py train --config experiments/srcnn_x3.py --workdir runs/srcnn_x3
+
+CPU budget (<= 60 min on 2 cores):
+
+  python launch.py train --config experiments/srcnn_x3.py:runlocal --workdir runs/srcnn_x3_cpu
+
+The authors' released 9-5-5 x4 model, imported and evaluated (Set5 30.48 dB, Set14
+27.50 dB published, Y channel, 4 pixels shaved):
+
+  python launch.py import --config experiments/srcnn_x3.py:official_x4 \
+      --weights $GENREPAIR_DATA/weights/srcnn_955_x4 --workdir runs/srcnn_955_x4
+  python launch.py eval --workdir runs/srcnn_955_x4 --dataset set5
+  python launch.py eval --workdir runs/srcnn_955_x4 --dataset set14
+
+Protocol (SRCNN's demo_SR.m): HR modcropped to a multiple of the scale, Y channel of
+MATLAB rgb2ycbcr rounded to uint8 (a gray image is its own Y), MATLAB bicubic down by the
+scale and back up in float, network on that Y in [0, 1], output rounded to uint8, PSNR on
+the Y channel with `scale` pixels shaved from each border, averaged over images.
+Bicubic baseline on Set5 x3: 30.39 dB; SRCNN 9-1-5 x3 published 32.39 dB (TPAMI Table 1).
+
+Training: T91 (`$GENREPAIR_DATA/sr/t91`; the embedded natural photos otherwise), 33x33
+HR patches on the Y channel (Sec. 4.1), L2 loss. The paper used SGD (lr 1e-4, 1e-5 on the
+last layer) with 'valid' convolutions for ~10^8 back-propagations; we use Adam 1e-4 with
+edge-replicate 'same' padding (the released model's inference form), the common
+re-implementation choice.
+"""
+
+import os
+
+import ml_collections
+
+
+def _has_data(subdir: str) -> bool:
+  root = os.environ.get("GENREPAIR_DATA", "")
+  return bool(root) and os.path.isdir(os.path.join(root, subdir))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the locked config; ``arg``: '', 'runlocal' or 'official_x4'."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = "restoration"
+  c.model = ml_collections.ConfigDict(dict(name="srcnn", variant="9-1-5", channels=1))
+  c.degradation = ml_collections.ConfigDict(dict(
+      kind="bicubic", scale=3, sigma=0.0, sigma_max=0.0, density=0.0))
+  real = _has_data("sr/t91")
+  c.data = ml_collections.ConfigDict(dict(
+      name="t91" if real else "natural_photos", split="train", patch_size=33,
+      patches_per_image=256 if real else 4096, data_dir="", tfds_dir="", seed=0))
+  c.losses = ml_collections.ConfigDict(dict(l2=1.0, l1=0.0, charbonnier=0.0, ssim=0.0))
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, schedule="constant"))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128, num_steps=200_000, log_every=100, sample_every=10_000,
+      checkpoint_every=10_000, keep_checkpoints=3))
+  c.eval = ml_collections.ConfigDict(dict(
+      dataset="set5" if _has_data("sr/set5") else "natural_photos", split="test", seed=0,
+      every=20_000))
+  c.sample = ml_collections.ConfigDict(dict(num=8, seed=0))
+  c.mesh = ml_collections.ConfigDict({"data": -1})
+
+  if arg == "runlocal":
+    c.train.batch_size = 64
+    c.train.num_steps = 4000
+    c.train.log_every = 100
+    c.train.sample_every = 1000
+    c.train.checkpoint_every = 500
+    c.optim.lr = 1e-3  # a short budget: a larger step, as in ESPCN's reimplementations
+    c.eval.every = 0
+  elif arg == "official_x4":
+    c.model.variant = "9-5-5"
+    c.degradation.scale = 4
+    c.data.patch_size = 32
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; use '', 'runlocal' or"
+                     " 'official_x4'.")
+  c.lock()
+  return c
