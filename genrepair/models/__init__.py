@@ -10,12 +10,22 @@ from typing import Callable
 
 from genrepair.models import dcgan
 from genrepair.models import dncnn
+from genrepair.models import drrn
+from genrepair.models import edsr
+from genrepair.models import encdec
+from genrepair.models import espcn
 from genrepair.models import srcnn
+from genrepair.models import unet
 
 REGISTRY: dict[str, Callable] = {
     "dcgan": dcgan.Model,
     "dncnn": dncnn.Model,
+    "drrn": drrn.Model,
+    "edsr": edsr.Model,
+    "encdec": encdec.Model,
+    "espcn": espcn.Model,
     "srcnn": srcnn.Model,
+    "unet": unet.Model,
 }
 
 
