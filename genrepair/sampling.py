@@ -65,6 +65,8 @@ def generate(task, state, *, num: int, seed: int, chunk: int = 256) -> np.ndarra
   if num < 1:
     raise ValueError(f"--num must be >= 1, got {num}.")
   z = task.latents(jax.random.key(seed), num)
+  # Sampling is small: run on this process's first device rather than replicated on all.
+  state = jax.tree.map(lambda a: a.addressable_data(0), state)
   sample_fn = jax.jit(task.sample)
   out = []
   for i in range(0, num, chunk):
