@@ -173,7 +173,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   preview_in = jax.jit(
       lambda b: task.preview_inputs(jax.random.key(config.sample.seed), b, config.sample.num),
       out_shardings=repl)(sharding.to_global(first_batch, mesh))
-  evaluating = "eval" in config and config.eval.every > 0 and hasattr(task, "eval_protocol")
+  # Benchmark evaluation at the end of every run that has one, and every `eval.every` steps
+  # when that is > 0.
+  evaluating = "eval" in config and hasattr(task, "eval_protocol")
 
   def save(step, state):
     ckpt.save(step, state, data_it.get_state(), make_meta(config, task, step, mesh))
@@ -226,7 +228,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         log(progress.line(step, last))
       if step % tc.sample_every == 0 and step != tc.num_steps:
         write_samples(step, state)
-      if evaluating and step % config.eval.every == 0 and step != tc.num_steps:
+      if (evaluating and config.eval.every > 0 and step % config.eval.every == 0
+          and step != tc.num_steps):
         run_eval(step, state)
       if stop.reason is not None:
         stopped_by = stop.reason
