@@ -50,6 +50,15 @@ def _setup_jax() -> None:
 
 
 def main(argv: list[str]) -> None:
+  """Runs a command; user-facing errors print one line (no traceback) and exit 1."""
+  try:
+    _main(argv)
+  except (ValueError, FileNotFoundError) as e:
+    sys.stderr.write(f"ERROR: {type(e).__name__}: {e}\n")
+    sys.exit(1)
+
+
+def _main(argv: list[str]) -> None:
   if len(argv) != 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"Usage: launch.py {{{'|'.join(COMMANDS)}}} [flags]; got"
                          f" {argv[1:]}.")
