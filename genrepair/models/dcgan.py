@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import variants
+
 # Sec. 4: "All weights were initialized from a zero-centered Normal distribution with
 # standard deviation 0.02."
 _INIT = nn.initializers.normal(stddev=0.02)
@@ -162,14 +164,8 @@ def Model(*, variant: str | None = None, channels: int = 1, **kw) -> GANPair:  #
   Raises:
     ValueError: unknown variant or override, or unsupported image size.
   """
-  variant = variant or "mnist"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown DCGAN variant {variant!r}; known: {sorted(VARIANTS)}.")
-  cfg = dict(VARIANTS[variant])
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown DCGAN options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variants.resolve("DCGAN", VARIANTS, variant, default="mnist",
+                         defaults=None, overrides=kw)
   _num_doublings(cfg["image_size"])
   return GANPair(
       generator=Generator(image_size=cfg["image_size"], channels=channels,

@@ -41,6 +41,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from genrepair.models import variants
+
 # Sec. III-C: weights initialised by He et al.'s method (rectifier networks).
 _INIT = nn.initializers.he_normal()
 
@@ -144,14 +146,8 @@ def Model(*, variant: str | None = None, **kw) -> DnCNN:  # pylint: disable=inva
   Raises:
     ValueError: unknown variant or option.
   """
-  variant = variant or "S"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown DnCNN variant {variant!r}; known: {sorted(VARIANTS)}.")
-  cfg = dict(VARIANTS[variant], features=64, channels=1)
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown DnCNN options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variants.resolve("DnCNN", VARIANTS, variant, default="S",
+                         defaults=dict(features=64, channels=1), overrides=kw)
   if cfg["depth"] < 2:
     raise ValueError(f"DnCNN depth must be >= 2, got {cfg['depth']}.")
   return DnCNN(**cfg)

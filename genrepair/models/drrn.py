@@ -56,6 +56,8 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
+from genrepair.models import variants
+
 # Prototxt: weight_filler "msra" (Caffe's MSRAFiller: Gaussian, std sqrt(2 / fan_in), not
 # truncated), bias_filler constant 0.
 _INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -159,14 +161,8 @@ def Model(*, variant: str | None = None, **kw) -> DRRN:  # pylint: disable=inval
   Raises:
     ValueError: unknown variant or option, ``num_blocks`` or ``num_units`` < 1.
   """
-  variant = variant or "B1U9"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown DRRN variant {variant!r}; known: {sorted(VARIANTS)}.")
-  cfg = dict(VARIANTS[variant], scale=3, channels=1, features=128, batch_norm=True)
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown DRRN options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variants.resolve("DRRN", VARIANTS, variant, default="B1U9",
+                         defaults=dict(scale=3, channels=1, features=128, batch_norm=True), overrides=kw)
   if cfg["num_blocks"] < 1 or cfg["num_units"] < 1:
     raise ValueError(f"DRRN needs num_blocks >= 1 and num_units >= 1, got"
                      f" B={cfg['num_blocks']}, U={cfg['num_units']}.")

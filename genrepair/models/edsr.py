@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 
 from genrepair.models import layers
+from genrepair.models import variants
 
 # PyTorch nn.Conv2d default init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
 _INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -184,14 +185,8 @@ def Model(*, variant: str | None = None, **kw) -> EDSR:  # pylint: disable=inval
   Raises:
     ValueError: unknown variant or option, unsupported scale, bad mean length.
   """
-  variant = variant or "baseline"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown EDSR variant {variant!r}; known: {sorted(VARIANTS)}.")
-  cfg = dict(VARIANTS[variant], scale=2, channels=3, rgb_range=1.0, mean=None)
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown EDSR options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variants.resolve("EDSR", VARIANTS, variant, default="baseline",
+                         defaults=dict(scale=2, channels=3, rgb_range=1.0, mean=None), overrides=kw)
   cfg["scale"] = int(cfg["scale"])
   _check_scale(cfg["scale"])
   if cfg["mean"] is not None:

@@ -39,6 +39,7 @@ import flax.linen as nn
 import jax
 
 from genrepair.models import layers
+from genrepair.models import variants
 
 VARIANTS = {
     "x2": dict(scale=2),
@@ -120,15 +121,8 @@ def Model(*, variant: str | None = None, **kw) -> ESPCN:  # pylint: disable=inva
   Raises:
     ValueError: unknown variant, option or activation, ``scale < 1``, bad kernel sizes.
   """
-  variant = variant or "x3"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown ESPCN variant {variant!r}; known: {sorted(VARIANTS)}.")
-  cfg = dict(VARIANTS[variant], channels=1, features=(64, 32), kernel_sizes=(5, 3, 3),
-             activation="tanh")
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown ESPCN options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variants.resolve("ESPCN", VARIANTS, variant, default="x3",
+                         defaults=dict(channels=1, features=(64, 32), kernel_sizes=(5, 3, 3), activation="tanh"), overrides=kw)
   cfg["features"] = tuple(cfg["features"])
   cfg["kernel_sizes"] = tuple(cfg["kernel_sizes"])
   if cfg["activation"] not in ACTIVATIONS:

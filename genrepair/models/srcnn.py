@@ -41,6 +41,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import variants
+
 # Sec. 4.1 (TPAMI): filter weights initialised from N(0, 0.001), biases zero.
 _INIT = nn.initializers.normal(stddev=0.001)
 
@@ -129,14 +131,8 @@ def Model(*, variant: str | None = None, **kw) -> SRCNN:  # pylint: disable=inva
   Raises:
     ValueError: unknown variant, option or padding mode, or an even kernel size.
   """
-  variant = variant or "9-1-5"
-  if variant not in VARIANTS:
-    raise ValueError(f"Unknown SRCNN variant {variant!r}; known: {sorted(VARIANTS)}.")
-  cfg = dict(VARIANTS[variant], features=(64, 32), channels=1, padding="EDGE")
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown SRCNN options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variants.resolve("SRCNN", VARIANTS, variant, default="9-1-5",
+                         defaults=dict(features=(64, 32), channels=1, padding="EDGE"), overrides=kw)
   if cfg["padding"] not in PADDINGS:
     raise ValueError(f"SRCNN padding must be one of {PADDINGS}, got {cfg['padding']!r}.")
   cfg["kernel_sizes"] = tuple(cfg["kernel_sizes"])

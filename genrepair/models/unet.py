@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from genrepair.models import layers
+from genrepair.models import variants as variant_table
 
 UPSAMPLING = ("transpose", "nearest", "bilinear")
 
@@ -167,16 +168,10 @@ def build(cls: type[UNet], variants: dict[str, dict], default: str,
     ValueError: unknown variant or option, ``depth < 1``, unknown upsampling.
   """
   name = cls.__name__
-  variant = variant or default
-  if variant not in variants:
-    raise ValueError(f"Unknown {name} variant {variant!r}; known: {sorted(variants)}.")
   fields = ("channels", "features", "depth", "residual", "batch_norm", "skips", "upsample")
-  cfg = {f: getattr(cls, f) for f in fields}  # the class defaults
-  cfg.update(variants[variant])
-  unknown = set(kw) - set(cfg)
-  if unknown:
-    raise ValueError(f"Unknown {name} options {sorted(unknown)}; known: {sorted(cfg)}.")
-  cfg.update(kw)
+  cfg = variant_table.resolve(name, variants, variant, default=default,
+                              defaults={f: getattr(cls, f) for f in fields},  # class defaults
+                              overrides=kw)
   _check(name, cfg["depth"], cfg["upsample"])
   return cls(**cfg)
 
