@@ -14,8 +14,8 @@ Setting (Sec. 3.2): Y channel; HR sub-images 17r x 17r from T91 (r = 3: 51x51), 
 bicubic down-sampling (MATLAB imresize, as the benchmark protocol), layers 5x5x64 - 3x3x32 -
 3x3x(r^2) with tanh, then the sub-pixel (pixel-shuffle) layer; L2 loss. The paper trained
 with plain SGD (lr 0.01 -> 0.0001); we use Adam (lr 1e-3), the usual re-implementation.
-Published: Set5 x3 32.55 dB (ImageNet-trained; T91-trained 32.39 dB in Table 1 of the
-paper's arXiv v2). Bicubic: 30.39 dB. Same evaluation protocol as srcnn_x3.py.
+Published: Set5 x3 32.55 dB (ImageNet-trained, the paper's Table). Bicubic: 30.39 dB. Same
+evaluation protocol as srcnn_x3.py.
 """
 
 import os

@@ -20,7 +20,7 @@ Protocol (SRCNN's demo_SR.m): HR modcropped to a multiple of the scale, Y channe
 MATLAB rgb2ycbcr rounded to uint8 (a gray image is its own Y), MATLAB bicubic down by the
 scale and back up in float, network on that Y in [0, 1], output rounded to uint8, PSNR on
 the Y channel with `scale` pixels shaved from each border, averaged over images.
-Bicubic baseline on Set5 x3: 30.39 dB; SRCNN 9-1-5 x3 published 32.39 dB (TPAMI Table 1).
+Bicubic baseline on Set5 x3: 30.39 dB (measured here, tests/test_metrics.py).
 
 Training: T91 (`$GENREPAIR_DATA/sr/t91`; the embedded natural photos otherwise), 33x33
 HR patches on the Y channel (Sec. 4.1), L2 loss. The paper used SGD (lr 1e-4, 1e-5 on the
