@@ -232,18 +232,32 @@ def blur(clean: jax.Array, *, kernel: np.ndarray | jax.Array) -> jax.Array:
 
   Args:
     clean: float ``[B, H, W, C]`` or ``[H, W, C]`` in ``[0, 1]``.
-    kernel: float ``[kh, kw]`` (normally summing to 1, e.g. from ``load_blur_kernels``).
+    kernel: float ``[kh, kw]`` (normally summing to 1, e.g. from ``load_blur_kernels``),
+      or ``[B, kh, kw]``: one kernel per image (e.g. ``stack_kernels(...)[index]``).
 
   Returns:
     float32, the shape of ``clean``.
 
   Raises:
-    ValueError: bad rank of ``clean`` or ``kernel``.
+    ValueError: bad rank of ``clean`` or ``kernel``, or a per-image kernel stack whose
+      length is not the batch size.
   """
   x, unbatch = _as_batch(clean)
   k = jnp.asarray(kernel, jnp.float32)
-  if k.ndim != 2:
-    raise ValueError(f"kernel must be [kh, kw], got shape {k.shape}.")
+  if k.ndim == 3:
+    if k.shape[0] != x.shape[0]:
+      raise ValueError(f"per-image kernels {k.shape} need one kernel per image of"
+                       f" {x.shape}.")
+    y = jax.vmap(lambda xi, ki: _blur_one(xi[None], ki)[0])(x, k)
+  elif k.ndim == 2:
+    y = _blur_one(x, k)
+  else:
+    raise ValueError(f"kernel must be [kh, kw] or [B, kh, kw], got shape {k.shape}.")
+  return y[0] if unbatch else y
+
+
+def _blur_one(x: jax.Array, k: jax.Array) -> jax.Array:
+  """``blur`` of ``[B, H, W, C]`` with one ``[kh, kw]`` kernel."""
   kh, kw = k.shape
   c = x.shape[-1]
   # scipy's convolve centres the flipped kernel at index k // 2 (origin shifted for even
@@ -251,10 +265,59 @@ def blur(clean: jax.Array, *, kernel: np.ndarray | jax.Array) -> jax.Array:
   ch, cw = kh // 2, kw // 2
   xp = jnp.pad(x, ((0, 0), (kh - 1 - ch, ch), (kw - 1 - cw, cw), (0, 0)), mode="wrap")
   rhs = jnp.tile(k[::-1, ::-1, None, None], (1, 1, 1, c))      # HWIO, one filter per channel
-  y = jax.lax.conv_general_dilated(
+  return jax.lax.conv_general_dilated(
       xp, rhs, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
       feature_group_count=c, precision=_HIGHEST)
-  return y[0] if unbatch else y
+
+
+def stack_kernels(kernels: Sequence[np.ndarray]) -> np.ndarray:
+  """Zero-pads kernels of different sizes to one ``[N, K, K]`` stack, origins aligned.
+
+  Each kernel's origin (index ``k // 2`` per axis, the centre ``blur`` uses) lands on
+  index ``K // 2``, so ``blur(x, kernel=stack[i])`` equals ``blur(x, kernel=kernels[i])``
+  exactly (added zeros contribute nothing). ``K`` is the largest side, made odd.
+
+  Args:
+    kernels: 2-D float arrays, e.g. the 8 Levin kernels (13x13 to 27x27).
+
+  Returns:
+    float32 ``[N, K, K]``.
+
+  Raises:
+    ValueError: no kernels, or one that is not 2-D.
+  """
+  if not kernels:
+    raise ValueError("stack_kernels needs at least one kernel.")
+  for i, k in enumerate(kernels):
+    if np.ndim(k) != 2:
+      raise ValueError(f"kernel {i} has shape {np.shape(k)}, expected [kh, kw].")
+  size = max(max(np.shape(k)) for k in kernels) | 1
+  out = np.zeros((len(kernels), size, size), np.float32)
+  for i, k in enumerate(kernels):
+    kh, kw = np.shape(k)
+    top, left = size // 2 - kh // 2, size // 2 - kw // 2
+    out[i, top:top + kh, left:left + kw] = k
+  return out
+
+
+def gaussian_kernel(sigma: float, size: int | None = None) -> np.ndarray:
+  """Normalised isotropic Gaussian blur kernel ``[size, size]`` (float32, sums to 1).
+
+  ``size`` defaults to ``2 * ceil(3 sigma) + 1``. The offline stand-in for the Levin
+  kernels when ``$GENREPAIR_DATA`` is absent (and the 'Gaussian' kernels of IRCNN).
+
+  Raises:
+    ValueError: ``sigma <= 0`` or an even/non-positive ``size``.
+  """
+  if sigma <= 0:
+    raise ValueError(f"sigma must be > 0, got {sigma}.")
+  size = size or 2 * math.ceil(3 * sigma) + 1
+  if size < 1 or size % 2 == 0:
+    raise ValueError(f"size must be odd and positive, got {size}.")
+  t = np.arange(size, dtype=np.float64) - size // 2
+  g = np.exp(-0.5 * (t / sigma) ** 2)
+  k = np.outer(g, g)
+  return (k / k.sum()).astype(np.float32)
 
 
 def blur_noise(rng: jax.Array, clean: jax.Array, *, kernel: np.ndarray | jax.Array,

@@ -195,8 +195,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     if pid == 0:
       evaluate.write(results, os.path.join(workdir, "eval", f"step_{step:07d}.json"))
     writer.scalars(step, {"eval/psnr": results["psnr"], "eval/ssim": results["ssim"]})
+    base = (f"; {results['baseline']} {results['baseline_psnr']:.2f} dB"
+            if "baseline" in results else "")
     log(f"eval step {step}: {config.eval.dataset} {results['psnr']:.2f} dB, SSIM"
-        f" {results['ssim']:.4f} (input {results['input_psnr']:.2f} dB;"
+        f" {results['ssim']:.4f} (input {results['input_psnr']:.2f} dB{base};"
         f" {results['num_images']} images, {results['seconds']:.0f}s)")
     return results
 

@@ -13,6 +13,17 @@ are reproducible.
 | ``gaussian_noise`` | ``clean + sigma/255 N(0,1)``, not clipped (``sigma``; blind: ``sigma_max`` > 0 draws sigma ~ U[sigma, sigma_max] per image) | noisy image |
 | ``salt_and_pepper`` | fraction ``density`` of pixels to 0/1 | noisy image |
 | ``bicubic`` | MATLAB bicubic down by ``scale`` | LR image (``sr_input='lr'``) or its bicubic upscale (``'bicubic'``) |
+| ``blur`` | circular blur with one of the ``kernels`` (random per image in training, ``i mod N`` for test image ``i``) + ``sigma`` noise | blurred noisy image |
+| ``inpaint`` | holes (mask 1) set to 0: random brush strokes in training (``masks='strokes'``); at evaluation test image ``i`` gets the ``i``-th NVIDIA mask of hole-ratio bin ``mask_bin`` from ``eval_masks`` (cropped to the image), or a fixed-seed stroke mask if ``eval_masks`` is '' | ``[masked image, mask]``, C + 1 channels |
+
+``kernels`` is ``'gaussian'`` (four isotropic Gaussians, sigma 1.0/1.6/2.2/3.0 px, for a
+machine without data), or a ``.mat`` file of kernels, relative to the data root
+(``config.data.data_dir`` or ``$GENREPAIR_DATA``) unless absolute, e.g. ``blur/Levin09.mat``
+(the 8 Levin et al. 2009 kernels). ``eval_masks`` is resolved the same way
+(``masks/irregular``).
+
+Inpainting output keeps the known pixels: ``out = masked + mask * model(x)``, so every loss
+measures the holes only (a masked loss, normalised by all pixels).
 
 Models follow the restoration interface: ``restore(x, *, train) -> image`` (float32, not
 clipped), attribute ``sr_input`` (``None`` | ``'lr'`` | ``'bicubic'``).
@@ -20,19 +31,57 @@ clipped), attribute ``sr_input`` (``None`` | ``'lr'`` | ``'bicubic'``).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from genrepair import degradations, losses, metrics, models
 from genrepair.tasks import common
 
 INPUTS = {"pred", "target"}
-KINDS = ("gaussian_noise", "salt_and_pepper", "bicubic")
+KINDS = ("gaussian_noise", "salt_and_pepper", "bicubic", "blur", "inpaint")
+GAUSSIAN_KERNEL_SIGMAS = (1.0, 1.6, 2.2, 3.0)
+
+
+def resolve_data_path(path: str, config: ml_collections.ConfigDict, key: str) -> str:
+  """An absolute path as is; otherwise relative to the data root.
+
+  Raises:
+    FileNotFoundError: relative path without a data root (``config.data.data_dir`` or
+      ``$GENREPAIR_DATA``), or a path that does not exist; the message names ``key``.
+  """
+  if os.path.isabs(path):
+    resolved = path
+  else:
+    root = config.data.get("data_dir", "") or os.environ.get("GENREPAIR_DATA", "")
+    if not root:
+      raise FileNotFoundError(f"{key}={path!r} is relative to the data root, but neither"
+                              " config.data.data_dir nor $GENREPAIR_DATA is set.")
+    resolved = os.path.join(os.path.expanduser(root), path)
+  if not os.path.exists(resolved):
+    raise FileNotFoundError(f"{key}={path!r}: {resolved} does not exist.")
+  return resolved
+
+
+def load_kernel_set(config: ml_collections.ConfigDict) -> np.ndarray:
+  """The blur kernels of ``config.degradation.kernels`` as a float32 ``[N, K, K]`` stack.
+
+  Raises:
+    FileNotFoundError, ValueError: the kernel file cannot be found or read.
+  """
+  spec = config.degradation.get("kernels", "gaussian")
+  if spec == "gaussian":
+    kernels = [degradations.gaussian_kernel(s) for s in GAUSSIAN_KERNEL_SIGMAS]
+  else:
+    kernels = degradations.load_blur_kernels(
+        resolve_data_path(spec, config, "config.degradation.kernels"))
+  return degradations.stack_kernels(kernels)
 
 
 @flax.struct.dataclass
@@ -93,6 +142,20 @@ class RestorationTask:
                        f" ({dc.sigma_max}) either 0 (fixed sigma) or > sigma (blind).")
     elif dc.kind == "salt_and_pepper" and not 0 < dc.density < 1:
       raise ValueError(f"config.degradation.density must be in (0, 1), got {dc.density}.")
+    elif dc.kind == "blur" and dc.sigma < 0:
+      raise ValueError(f"config.degradation.sigma must be >= 0, got {dc.sigma}.")
+    elif dc.kind == "inpaint" and dc.get("masks", "strokes") not in ("strokes", "boxes"):
+      raise ValueError(f"config.degradation.masks={dc.get('masks')!r}; known: 'strokes',"
+                       " 'boxes' (training masks are drawn on device).")
+    if dc.kind in ("blur", "inpaint") and self.sr_input is not None:
+      raise ValueError(f"config.model.name={mc.name!r} is a super-resolution model;"
+                       f" config.degradation.kind={dc.kind!r} needs a same-size model.")
+    self.kind = dc.kind
+    # An SR model with sr_input='lr' outputs scale x its input size.
+    self.output_scale = int(dc.scale) if self.sr_input == "lr" else 1
+    self.in_channels = self.channels + 1 if dc.kind == "inpaint" else self.channels
+    # Blur kernels are constants of the step (read once, on the host).
+    self.kernels = load_kernel_set(config) if dc.kind == "blur" else None
     self.weights = dict(config.losses)
     losses.check_weights(self.weights, INPUTS, "config.losses")
     self.tx = common.make_optimizer(config.optim, "config.optim")
@@ -100,17 +163,36 @@ class RestorationTask:
 
   # ------------------------------------------------------------------ degradation
 
-  def degrade(self, rng: jax.Array, clean: jax.Array) -> jax.Array:
+  def degrade(self, rng: jax.Array, clean: jax.Array, *, mask: jax.Array | None = None,
+              kernel_index: jax.Array | None = None) -> jax.Array:
     """Corrupts clean images into model inputs.
 
     Args:
       rng: key (the only source of randomness).
       clean: float32 ``[B, H, W, C]`` in ``[0, 1]``; H, W multiples of the SR scale.
+      mask: ``inpaint`` only: float ``[B, H, W, 1]``, 1 = hole; default: drawn from ``rng``.
+      kernel_index: ``blur`` only: int ``[B]`` indices into ``self.kernels``; default: drawn
+        uniformly from ``rng``.
 
     Returns:
-      float32 model input: ``[B, H, W, C]``, or ``[B, H/s, W/s, C]`` for ``sr_input='lr'``.
+      float32 model input: ``[B, H, W, C]``, ``[B, H/s, W/s, C]`` for ``sr_input='lr'``,
+      ``[B, H, W, C + 1]`` for ``inpaint``.
     """
     dc = self.config.degradation
+    if dc.kind == "blur":
+      k_idx, rng = jax.random.split(rng)
+      if kernel_index is None:
+        kernel_index = jax.random.randint(k_idx, (clean.shape[0],), 0, len(self.kernels))
+      kernels = jnp.asarray(self.kernels)[kernel_index]               # [B, K, K]
+      return degradations.blur_noise(rng, clean, kernel=kernels, sigma=dc.sigma)
+    if dc.kind == "inpaint":
+      if mask is None:
+        shape = clean.shape[:3] + (1,)
+        if dc.get("masks", "strokes") == "boxes":
+          mask = degradations.random_box_mask(rng, shape)
+        else:
+          mask = degradations.random_stroke_mask(rng, shape)
+      return self.model_input(clean, mask)
     if dc.kind == "gaussian_noise":
       sigma = dc.sigma
       if dc.sigma_max:
@@ -132,7 +214,7 @@ class RestorationTask:
     p = int(self.config.data.patch_size)
     if self.sr_input == "lr":
       p //= int(self.config.degradation.scale)
-    variables = self.model.init(rng, jnp.zeros((1, p, p, self.channels)),
+    variables = self.model.init(rng, jnp.zeros((1, p, p, self.in_channels)),
                                 train=False, method="restore")
     params = variables["params"]
     return RestorationState(step=jnp.zeros((), jnp.int32), params=params,
@@ -158,14 +240,48 @@ class RestorationTask:
       return jnp.floor(y * 255.0 + 0.5) / 255.0
     raise ValueError(f"Data has {c} channels but config.model.channels={self.channels}.")
 
+  def model_input(self, image: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """The model input for an already corrupted image (``launch.py restore``, previews).
+
+    Args:
+      image: float32 ``[B, H, W, C]`` in ``[0, 1]`` with the model's channel count: the
+        noisy/blurred/LR image, or for ``inpaint`` the image whose holes are ignored.
+      mask: ``inpaint`` only: float ``[B, H, W, 1]``, 1 = hole.
+
+    Returns:
+      ``inpaint``: ``[B, H, W, C + 1]`` = ``[image with holes set to 0, mask]``; SR with
+      ``sr_input='bicubic'``: the MATLAB bicubic upscale ``[B, sH, sW, C]``; otherwise
+      ``image``.
+
+    Raises:
+      ValueError: ``inpaint`` without a mask, or a mask of the wrong shape.
+    """
+    if self.kind == "inpaint":
+      if mask is None:
+        raise ValueError("Inpainting needs a mask (1 = hole) of the image's size.")
+      mask = jnp.asarray(mask, jnp.float32)
+      return jnp.concatenate([degradations.apply_mask(image, mask), mask], axis=-1)
+    if self.kind == "bicubic" and self.sr_input == "bicubic":
+      return degradations.imresize(image, scale=float(self.config.degradation.scale))
+    return image
+
   def apply(self, params, batch_stats, x: jax.Array, *, train: bool):
-    """Runs the model's ``restore``; returns ``(output, new_batch_stats)``."""
+    """Runs the model's ``restore``; returns ``(output, new_batch_stats)``.
+
+    For ``inpaint`` (``x = [masked, mask]``) the known pixels are kept:
+    ``output = masked + mask * model(x)``.
+    """
     variables = {"params": params, "batch_stats": batch_stats}
     if train and batch_stats:
       out, upd = self.model.apply(variables, x, train=True, method="restore",
                                   mutable=["batch_stats"])
-      return out, upd["batch_stats"]
-    return self.model.apply(variables, x, train=train, method="restore"), batch_stats
+      bs = upd["batch_stats"]
+    else:
+      out, bs = self.model.apply(variables, x, train=train, method="restore"), batch_stats
+    if self.kind == "inpaint":
+      c = self.channels
+      out = x[..., :c] + x[..., c:] * out
+    return out, bs
 
   def train_step(self, state: RestorationState, batch: dict[str, jax.Array],
                  rng: jax.Array) -> tuple[RestorationState, dict[str, jax.Array]]:
@@ -221,7 +337,7 @@ class RestorationTask:
     """float32 ``[3N, P, P, C]`` in ``[0, 1]``: inputs (LR nearest-upsampled), outputs,
     targets — shown as three rows of N."""
     out, _ = self.apply(state.params, state.batch_stats, fixed["input"], train=False)
-    shown = fixed["input"]
+    shown = fixed["input"][..., :self.channels]
     if shown.shape[1] != out.shape[1]:
       s = out.shape[1] // shown.shape[1]
       shown = jnp.repeat(jnp.repeat(shown, s, axis=1), s, axis=2)

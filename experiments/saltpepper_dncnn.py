@@ -1,0 +1,72 @@
+r"""Salt-and-pepper denoising (density 0.1) with DnCNN, against a median filter.
+
+Launch (accelerator budget):
+
+  python launch.py train --config experiments/saltpepper_dncnn.py --workdir runs/sp_dncnn
+
+CPU budget (2 cores, see `runlocal`):
+
+  python launch.py train --config experiments/saltpepper_dncnn.py:runlocal --workdir runs/sp_dncnn_cpu
+  python launch.py eval --workdir runs/sp_dncnn_cpu --dataset set12
+
+Impulse noise: 10% of the pixels set to 0 or 255 with equal odds (MATLAB
+`imnoise(I, 'salt & pepper', 0.1)`). Model: DnCNN-S (Zhang et al., TIP 2017), residual
+learning, trained with L1 (impulse noise is heavy-tailed; L1 is its natural loss), Adam as
+in the Gaussian DnCNN config. Baseline: the 3x3 median filter (scipy). Evaluation: Set12,
+noise from fold_in(key(0), i) for image i, PSNR/SSIM on all pixels of the uint8 output.
+
+Data: Train400 (`$GENREPAIR_DATA/denoise/train400`), else the embedded gray photos.
+"""
+
+import os
+
+import ml_collections
+
+_PATCHES_PER_EPOCH = 128 * 1600  # DnCNN Sec. IV-A
+_BATCH = 128
+
+
+def _has_data(subdir: str) -> bool:
+  root = os.environ.get("GENREPAIR_DATA", "")
+  return bool(root) and os.path.exists(os.path.join(root, subdir))
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the locked config; ``arg``: '' or 'runlocal'."""
+  real = _has_data("denoise/train400")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.task = "restoration"
+  c.model = ml_collections.ConfigDict(dict(name="dncnn", variant="S", channels=1))
+  c.degradation = ml_collections.ConfigDict(dict(
+      kind="salt_and_pepper", density=0.1, sigma=0.0, sigma_max=0.0, scale=1))
+  c.data = ml_collections.ConfigDict(dict(
+      name="train400" if real else "natural_photos_gray", split="train", patch_size=40,
+      patches_per_image=_PATCHES_PER_EPOCH // 400 if real else _PATCHES_PER_EPOCH // 6,
+      data_dir="", tfds_dir="", seed=0))
+  c.losses = ml_collections.ConfigDict(dict(l1=1.0, l2=0.0, charbonnier=0.0, ssim=0.0))
+  epoch = _PATCHES_PER_EPOCH // _BATCH
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
+      schedule="piecewise", boundaries=[30 * epoch], decay=0.1))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=_BATCH, num_steps=50 * epoch, log_every=100, sample_every=5000,
+      checkpoint_every=5000, keep_checkpoints=3))
+  c.eval = ml_collections.ConfigDict(dict(
+      dataset="set12" if _has_data("denoise/set12") else "natural_photos_gray",
+      split="test", seed=0, every=20_000, baseline=True))
+  c.sample = ml_collections.ConfigDict(dict(num=8, seed=0))
+  c.mesh = ml_collections.ConfigDict({"data": -1})
+
+  if arg == "runlocal":
+    c.train.batch_size = 32
+    c.train.num_steps = 1000
+    c.train.log_every = 50
+    c.train.sample_every = 500
+    c.train.checkpoint_every = 250
+    c.optim.boundaries = [800]
+    c.eval.every = 0
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; use '' or 'runlocal'.")
+  c.lock()
+  return c
