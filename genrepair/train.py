@@ -4,7 +4,10 @@ Builds the mesh, the input pipeline and the task's state (or restores the newest
 checkpoint: re-running the same command resumes), compiles the task's train step once and
 loops with periodic actions: progress line + ``metrics.jsonl`` + TensorBoard, a sample grid
 of fixed latents, Orbax checkpoints. SIGINT (Ctrl-C) / SIGTERM finish the current step,
-write a checkpoint and return; a second Ctrl-C aborts at once. Non-finite metrics stop the
+write a checkpoint and return; a second Ctrl-C aborts at once. With several processes the
+decision to stop is agreed after every step (a one-integer all-gather), so a signal that
+reaches only one process (a preempted host) stops all of them at the same step and the
+collective checkpoint cannot deadlock. Non-finite metrics stop the
 run without checkpointing the broken state.
 
 Exact resume: the state carries the step; the step's key is ``fold_in(base_key, step)``;
@@ -54,6 +57,25 @@ class _StopOnSignal:
   def __exit__(self, *exc):
     for sig, handler in self._old.items():
       signal.signal(sig, handler)
+
+
+def _agree_stop(reason: str | None) -> str | None:
+  """The stop decision shared by all processes: a signal on any one stops every one.
+
+  Returns ``reason`` (this process's signal name), ``'<signal> on another process'``, or
+  None. One process: ``reason`` unchanged, no communication.
+  """
+  if jax.process_count() == 1:
+    return reason
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  codes = {None: 0, "SIGINT": 1, "SIGTERM": 2}
+  mine = codes.get(reason, 2)
+  everyone = np.asarray(multihost_utils.process_allgather(np.int32(mine)))  # [P]
+  if mine:
+    return reason
+  if everyone.max() == 0:
+    return None
+  return f"{'SIGINT' if everyone.max() == 1 else 'SIGTERM'} on another process"
 
 
 def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
@@ -233,8 +255,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       if (evaluating and config.eval.every > 0 and step % config.eval.every == 0
           and step != tc.num_steps):
         run_eval(step, state)
-      if stop.reason is not None:
-        stopped_by = stop.reason
+      reason = _agree_stop(stop.reason)
+      if reason is not None:
+        stopped_by = reason
         break
       if step % tc.checkpoint_every == 0 and step != tc.num_steps:
         save(step, state)

@@ -110,3 +110,45 @@ def test_compiled_step_reduces_gradients_and_stays_on_device(tfds_dir):
   for op in ("xla_python_cpu_callback", "xla_ffi_python_cpu_callback", " infeed(",
              " outfeed(", " send(", " recv("):
     assert op not in text, op
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tfds_dir, tmp_path):
+  """A preempted host: SIGTERM reaches process 1 only; both agree, checkpoint and exit 0."""
+  del tfds_dir
+  import signal  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "mp_stop")
+  port = _free_port()
+  env = dict(os.environ, GENREPAIR_JAX_CACHE=CACHE_DIR, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONUNBUFFERED="1")
+  long = [a for a in SMALL if "num_steps" not in a] + ["--config.train.num_steps=100000"]
+  procs = []
+  try:
+    for pid in range(2):
+      cmd = [sys.executable, "launch.py", "train", "--config", "experiments/dcgan_mnist.py",
+             "--workdir", workdir, f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={pid}"] + long
+      procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True))
+    lines = []
+    deadline = time.time() + 240
+    while time.time() < deadline:  # process 0 logs every step; wait for step 5
+      line = procs[0].stdout.readline()
+      lines.append(line)
+      if "step 5/" in line or not line:
+        break
+    assert any("step 5/" in l for l in lines), "".join(lines)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = ["".join(lines) + procs[0].communicate(timeout=120)[0],
+            procs[1].communicate(timeout=120)[0]]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out
+  assert "SIGTERM on another process" in outs[0], outs[0][-2000:]
+  step, _, _, _ = _restore_state(workdir)
+  assert 5 <= step < 100000
+  assert f"Stopped by SIGTERM on another process at step {step}" in outs[0]
