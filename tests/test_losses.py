@@ -106,3 +106,32 @@ def test_check_weights_errors():
     losses.check_weights({"g_minimax": -1.0}, {"fake_logits"}, "config.losses.g")
   with pytest.raises(ValueError, match="finite"):
     losses.check_weights({"g_minimax": float("nan")}, {"fake_logits"}, "config.losses.g")
+
+
+def test_wasserstein_hinge_least_squares_hand_values():
+  real, fake = jnp.array([2.0, -0.5, 0.3]), jnp.array([-1.5, 0.5, 3.0])
+  np.testing.assert_allclose(losses.d_wasserstein(real_logits=real, fake_logits=fake),
+                             [-3.5, 1.0, 2.7], rtol=1e-6)
+  np.testing.assert_allclose(losses.g_wasserstein(fake_logits=fake), [1.5, -0.5, -3.0])
+  # hinge: relu(1 - r) + relu(1 + f): (0 + 0), (1.5 + 1.5), (0.7 + 4.0)
+  np.testing.assert_allclose(losses.d_hinge(real_logits=real, fake_logits=fake),
+                             [0.0, 3.0, 4.7], rtol=1e-6)
+  np.testing.assert_allclose(losses.g_hinge(fake_logits=fake), [1.5, -0.5, -3.0])
+  # LSGAN: 0.5 (r - 1)^2 + 0.5 f^2: 0.5 + 1.125, 1.125 + 0.125, 0.245 + 4.5
+  np.testing.assert_allclose(losses.d_least_squares(real_logits=real, fake_logits=fake),
+                             [1.625, 1.25, 4.745], rtol=1e-6)
+  np.testing.assert_allclose(losses.g_least_squares(fake_logits=fake),
+                             [3.125, 0.125, 2.0], rtol=1e-6)
+  # Patch maps are averaged per example after the nonlinearity.
+  patch = jnp.array([[[0.0, 2.0]]])  # [1, 1, 2]: relu(1-0)=1, relu(1-2)=0 -> 0.5
+  np.testing.assert_allclose(losses.d_hinge(real_logits=patch, fake_logits=-patch - 2),
+                             [0.5 + 0.0], rtol=1e-6)
+  with pytest.raises(ValueError, match="same batch size"):
+    losses.d_hinge(real_logits=real, fake_logits=fake[:2])
+
+
+def test_penalties_hand_values():
+  np.testing.assert_allclose(losses.gradient_penalty(interp_grad_norm=jnp.array([1.0, 0.0, 3.0])),
+                             [0.0, 1.0, 4.0])
+  np.testing.assert_allclose(losses.r1_penalty(real_grad_sq=jnp.array([0.0, 2.0, 5.0])),
+                             [0.0, 1.0, 2.5])

@@ -20,7 +20,10 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from genrepair.losses.adversarial import d_minimax, g_minimax, g_nonsaturating
+from genrepair.losses.adversarial import (d_hinge, d_least_squares, d_minimax, d_wasserstein,
+                                         g_hinge, g_least_squares, g_minimax,
+                                         g_nonsaturating, g_wasserstein, gradient_penalty,
+                                         r1_penalty)
 from genrepair.losses.pixel import charbonnier, l1, l2, ssim
 
 LossFn = Callable[..., jax.Array]
@@ -29,6 +32,14 @@ REGISTRY: dict[str, LossFn] = {
     "d_minimax": d_minimax,
     "g_minimax": g_minimax,
     "g_nonsaturating": g_nonsaturating,
+    "d_wasserstein": d_wasserstein,
+    "g_wasserstein": g_wasserstein,
+    "gradient_penalty": gradient_penalty,
+    "r1_penalty": r1_penalty,
+    "d_hinge": d_hinge,
+    "g_hinge": g_hinge,
+    "d_least_squares": d_least_squares,
+    "g_least_squares": g_least_squares,
     "l1": l1,
     "l2": l2,
     "charbonnier": charbonnier,
@@ -127,4 +138,6 @@ def evaluate(weights: Mapping[str, float], **inputs: Any) -> tuple[jax.Array,
 
 
 __all__ = ["REGISTRY", "get", "check_weights", "combine", "evaluate",
-           "d_minimax", "g_minimax", "g_nonsaturating", "l1", "l2", "charbonnier", "ssim"]
+           "d_minimax", "g_minimax", "g_nonsaturating", "d_wasserstein", "g_wasserstein",
+           "gradient_penalty", "r1_penalty", "d_hinge", "g_hinge", "d_least_squares",
+           "g_least_squares", "l1", "l2", "charbonnier", "ssim"]

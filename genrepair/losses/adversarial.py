@@ -81,3 +81,155 @@ def g_nonsaturating(*, fake_logits: jax.Array) -> jax.Array:
     float32 ``[B]``, values in ``[0, inf)`` nats.
   """
   return _per_example(jax.nn.softplus(-jnp.asarray(fake_logits, jnp.float32)))
+
+
+# ----------------------------------------------------------------- Wasserstein (WGAN-GP)
+
+
+def d_wasserstein(*, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Critic loss of the Wasserstein GAN: ``D(G(z)) - D(x)``.
+
+  Arjovsky et al., "Wasserstein GAN", ICML 2017, Eq. 3 (negated: the critic maximises
+  ``E D(x) - E D(G(z))``); with the gradient penalty (:func:`gradient_penalty`) of
+  Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017, Algorithm 1.
+  The critic's outputs are unbounded scores, not logits of a probability.
+
+  Args:
+    real_logits: float ``[B]`` or ``[B, ...]``, critic scores of real images.
+    fake_logits: float, the same batch size, critic scores of generated images.
+
+  Returns:
+    float32 ``[B]`` (negative when the critic separates the two).
+
+  Raises:
+    ValueError: different batch sizes.
+  """
+  return _paired(-_per_example(real_logits), _per_example(fake_logits))
+
+
+def g_wasserstein(*, fake_logits: jax.Array) -> jax.Array:
+  """Generator loss of the Wasserstein GAN: ``-D(G(z))`` (Gulrajani et al. 2017, Alg. 1).
+
+  Args:
+    fake_logits: float ``[B]`` or ``[B, ...]``, critic scores of generated images.
+
+  Returns:
+    float32 ``[B]``.
+  """
+  return -_per_example(fake_logits)
+
+
+def gradient_penalty(*, interp_grad_norm: jax.Array) -> jax.Array:
+  """WGAN-GP two-sided penalty ``(||grad_x D(x_hat)||_2 - 1)^2``.
+
+  Gulrajani et al. 2017, Eq. 3: ``x_hat = eps x + (1 - eps) G(z)``, ``eps ~ U[0, 1]`` per
+  example; the weight (lambda = 10 in the paper) is the config's loss weight. The task
+  computes the per-example gradient norm (input ``interp_grad_norm``).
+
+  Args:
+    interp_grad_norm: float ``[B]``, L2 norm of D's input gradient at each ``x_hat``.
+
+  Returns:
+    float32 ``[B]``.
+  """
+  return (_per_example(interp_grad_norm) - 1.0) ** 2
+
+
+def r1_penalty(*, real_grad_sq: jax.Array) -> jax.Array:
+  """R1 regulariser ``0.5 ||grad_x D(x)||^2`` on real data.
+
+  Mescheder, Geiger & Nowozin, "Which Training Methods for GANs do actually Converge?",
+  ICML 2018, Eq. 9: ``R1 = gamma / 2 E ||grad D(x)||^2``; gamma is the config's loss weight.
+  StyleGAN2's lazy form (Karras et al. 2020, Sec. 3.1) evaluates it every k steps with the
+  weight multiplied by k (the task's ``r1_every``).
+
+  Args:
+    real_grad_sq: float ``[B]``, squared L2 norm of D's input gradient at each real image.
+
+  Returns:
+    float32 ``[B]``.
+  """
+  return 0.5 * _per_example(real_grad_sq)
+
+
+# ------------------------------------------------------------------------ hinge (SNGAN)
+
+
+def d_hinge(*, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Hinge discriminator loss ``relu(1 - D(x)) + relu(1 + D(G(z)))``.
+
+  Lim & Ye, "Geometric GAN", 2017; Miyato et al., "Spectral Normalization for GANs", ICLR
+  2018, Eq. 16-17 (used with spectrally normalised D). Zero once real scores are >= 1 and
+  fake scores <= -1.
+
+  Args:
+    real_logits: float ``[B]`` or ``[B, ...]``, D's scores on real images (per-location
+      maps are averaged after the hinge).
+    fake_logits: float, the same batch size, on generated images.
+
+  Returns:
+    float32 ``[B]`` in ``[0, inf)``.
+
+  Raises:
+    ValueError: different batch sizes.
+  """
+  real = _per_example(jax.nn.relu(1.0 - jnp.asarray(real_logits, jnp.float32)))
+  fake = _per_example(jax.nn.relu(1.0 + jnp.asarray(fake_logits, jnp.float32)))
+  return _paired(real, fake)
+
+
+def g_hinge(*, fake_logits: jax.Array) -> jax.Array:
+  """Generator loss paired with the hinge D loss: ``-D(G(z))`` (Miyato et al. 2018, Eq. 17).
+
+  Args:
+    fake_logits: float ``[B]`` or ``[B, ...]``.
+
+  Returns:
+    float32 ``[B]``.
+  """
+  return -_per_example(fake_logits)
+
+
+# ---------------------------------------------------------------------- least squares
+
+
+def d_least_squares(*, real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """LSGAN discriminator loss ``0.5 (D(x) - 1)^2 + 0.5 D(G(z))^2``.
+
+  Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017, Eq. 9 with the
+  0-1 coding ``a = 0, b = 1, c = 1`` (also CycleGAN's adversarial loss). ``D`` is the raw
+  output (no sigmoid).
+
+  Args:
+    real_logits: float ``[B]`` or ``[B, ...]`` (PatchGAN maps are averaged per example).
+    fake_logits: float, the same batch size.
+
+  Returns:
+    float32 ``[B]`` in ``[0, inf)``.
+
+  Raises:
+    ValueError: different batch sizes.
+  """
+  real = _per_example(0.5 * (jnp.asarray(real_logits, jnp.float32) - 1.0) ** 2)
+  fake = _per_example(0.5 * jnp.asarray(fake_logits, jnp.float32) ** 2)
+  return _paired(real, fake)
+
+
+def g_least_squares(*, fake_logits: jax.Array) -> jax.Array:
+  """LSGAN generator loss ``0.5 (D(G(z)) - 1)^2`` (Mao et al. 2017, Eq. 9, ``c = 1``).
+
+  Args:
+    fake_logits: float ``[B]`` or ``[B, ...]``.
+
+  Returns:
+    float32 ``[B]`` in ``[0, inf)``.
+  """
+  return _per_example(0.5 * (jnp.asarray(fake_logits, jnp.float32) - 1.0) ** 2)
+
+
+def _paired(real: jax.Array, fake: jax.Array) -> jax.Array:
+  if real.shape != fake.shape:
+    raise ValueError(
+        f"real_logits and fake_logits need the same batch size, got {real.shape[0]} and"
+        f" {fake.shape[0]}.")
+  return real + fake
