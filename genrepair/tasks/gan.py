@@ -12,6 +12,24 @@ float32 ``[B, z_dim]``.
 
 Randomness: ``rng = fold_in(rng, state.step)`` and one split per consumer (latents of the
 D update, latents of the G update), so a resumed run draws the same numbers.
+
+Objectives are selected by config, never by a new loop:
+
+- ``config.losses.d`` / ``.g``: any registered adversarial loss (minimax, non-saturating,
+  Wasserstein, hinge, least squares) and the regularisers ``gradient_penalty`` (WGAN-GP,
+  Gulrajani et al. 2017: the task evaluates D's input-gradient norm at random
+  interpolates of real and fake images) and ``r1_penalty`` (Mescheder et al. 2018: D's
+  input-gradient norm on real images), each with its weight (lambda, gamma).
+- ``config.train.n_critic`` (default 1): discriminator updates per generator update
+  (WGAN-GP: 5). The step's batch then holds ``n_critic`` real minibatches, D update ``j``
+  uses rows ``j, j + n, j + 2n, ...`` (so every D update spans all devices) and the G
+  update uses ``B / n_critic`` latents. Implemented with ``lax.scan`` (one compiled body).
+- ``config.train.r1_every`` (default 1): lazy R1 (StyleGAN2, Karras et al. 2020 Sec. 3.1):
+  the penalty is evaluated on steps with ``step % r1_every == 0`` (``lax.cond``), its
+  weight multiplied by ``r1_every``.
+- ``config.model.ema_decay`` (default 0 = off): an exponential moving average of the
+  generator's weights (Karras et al. 2018, "Progressive Growing of GANs", Sec. 5; Yazici et
+  al. ICLR 2019) kept in the state and used for sampling and evaluation.
 """
 
 from __future__ import annotations
@@ -29,7 +47,7 @@ from genrepair import losses, models
 from genrepair.tasks import common
 
 # Inputs the GAN task provides to loss functions (see losses.check_weights).
-D_INPUTS = {"real_logits", "fake_logits"}
+D_INPUTS = {"real_logits", "fake_logits", "interp_grad_norm", "real_grad_sq"}
 G_INPUTS = {"fake_logits"}
 
 
@@ -42,6 +60,8 @@ class GANState:
     g_params, d_params: generator / discriminator parameters.
     g_batch_stats, d_batch_stats: BatchNorm running statistics.
     g_opt_state, d_opt_state: optax states of the two optimizers.
+    g_ema_params: exponential moving average of ``g_params`` (an empty dict when
+      ``config.model.ema_decay`` is 0).
   """
   step: jax.Array
   g_params: Any
@@ -50,7 +70,18 @@ class GANState:
   d_batch_stats: Any
   g_opt_state: Any
   d_opt_state: Any
+  g_ema_params: Any = flax.struct.field(default_factory=dict)
 
+
+def input_gradient_sq_norms(score_fn, x: jax.Array) -> jax.Array:
+  """Per-example squared L2 norms of ``d score_i / d x_i``: float32 ``[B]``.
+
+  ``score_fn`` maps ``[B, ...] -> [B]`` with examples independent (no BatchNorm batch
+  statistics), so the gradient of ``sum_i score_i`` w.r.t. ``x`` holds each example's own
+  input gradient. The quantity of WGAN-GP (its square root) and of R1.
+  """
+  grads = jax.grad(lambda v: jnp.sum(score_fn(v)))(x)
+  return jnp.sum(jnp.square(grads).reshape(grads.shape[0], -1), axis=1)
 
 class GANTask:
   """GAN training/sampling functions bound to one config (functions come by closure).
@@ -91,6 +122,25 @@ class GANTask:
     losses.check_weights(self.g_weights, G_INPUTS, "config.losses.g")
     self.tx_d = common.make_optimizer(config.optim.d, "config.optim.d")
     self.tx_g = common.make_optimizer(config.optim.g, "config.optim.g")
+    self.n_critic = int(config.train.get("n_critic", 1))
+    self.r1_every = int(config.train.get("r1_every", 1))
+    self.ema_decay = float(mc.get("ema_decay", 0.0))
+    if self.n_critic < 1 or config.train.batch_size % self.n_critic:
+      raise ValueError(f"config.train.n_critic={self.n_critic} must be >= 1 and divide"
+                       f" config.train.batch_size={config.train.batch_size}.")
+    devices = mesh.shape.get("data", 1) if mesh is not None else 1
+    if self.n_critic > 1 and (config.train.batch_size // self.n_critic) % devices:
+      raise ValueError(f"config.train.batch_size / n_critic = {config.train.batch_size}"
+                       f" / {self.n_critic} must be a multiple of the {devices} devices of"
+                       " the mesh's 'data' axis.")
+    if self.r1_every < 1:
+      raise ValueError(f"config.train.r1_every must be >= 1, got {self.r1_every}.")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"config.model.ema_decay must be in [0, 1), got {self.ema_decay}.")
+    self._gp = float(self.d_weights.get("gradient_penalty", 0.0)) > 0
+    self._r1 = float(self.d_weights.get("r1_penalty", 0.0)) > 0
+    if self.r1_every > 1 and self._r1:
+      self.d_weights["r1_penalty"] = float(self.d_weights["r1_penalty"]) * self.r1_every
 
   def init(self, rng: jax.Array) -> GANState:
     """Initial state: N(0, 0.02) weights (DCGAN Sec. 4), fresh optimizer states."""
@@ -102,7 +152,8 @@ class GANTask:
         g_params=g_vars["params"], g_batch_stats=g_vars.get("batch_stats", {}),
         d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}),
         g_opt_state=self.tx_g.init(g_vars["params"]),
-        d_opt_state=self.tx_d.init(d_vars["params"]))
+        d_opt_state=self.tx_d.init(d_vars["params"]),
+        g_ema_params=g_vars["params"] if self.ema_decay else {})
 
   def latents(self, rng: jax.Array, num: int) -> jax.Array:
     """z ~ N(0, I): float32 ``[num, z_dim]``."""
@@ -140,33 +191,67 @@ class GANTask:
     Returns:
       ``(new_state, metrics)``; metrics is a flat dict of float32 scalars: ``d_loss``,
       ``g_loss``, every loss term by name, ``D(x)`` and ``D(G(z))`` (mean sigmoid of D's
-      logits on the real and generated batch of the D update), ``d_grad_norm``,
-      ``g_grad_norm`` (global L2 norms).
+      logits on the real and generated batch of the D update), ``d_real_score`` and
+      ``d_fake_score`` (mean raw scores: the critic's view for Wasserstein/hinge losses),
+      ``d_grad_norm``, ``g_grad_norm`` (global L2 norms). With ``n_critic > 1`` the D
+      values are those of the last D update.
     """
     rng = jax.random.fold_in(rng, state.step)
     k_zd, k_zg = jax.random.split(rng)
-    real = batch["image"].astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, C] in [-1, 1]
-    num = real.shape[0]
+    real = batch["image"].astype(jnp.float32) / 127.5 - 1.0  # [n B, H, W, C] in [-1, 1]
+    n = self.n_critic
+    num = real.shape[0] // n
 
-    # Discriminator update on real vs. G(z); G's BatchNorm statistics advance as in
-    # the reference implementations (G runs in train mode to make the fake batch).
-    fake, g_upd = self._generate(state.g_params, state.g_batch_stats,
-                                 self._batch_latents(k_zd, num), train=True)
-    fake = jax.lax.stop_gradient(fake)
+    def d_update(carry, inputs):
+      d_params, d_opt_state, d_bs, g_bs = carry
+      real, key = inputs                                   # [B, H, W, C], key
+      k_z, k_eps = key, jax.random.fold_in(key, 1)  # latents: the key itself, as before
+      # Discriminator update on real vs. G(z); G's BatchNorm statistics advance as in
+      # the reference implementations (G runs in train mode to make the fake batch).
+      fake, g_upd = self._generate(state.g_params, g_bs, self._batch_latents(k_z, num),
+                                   train=True)
+      fake = jax.lax.stop_gradient(fake)
 
-    def d_loss_fn(d_params):
-      # Separate D passes for the real and fake batches, so BatchNorm normalises each
-      # with its own statistics (as in the DCGAN reference code).
-      real_logits, bs = self._discriminate(d_params, state.d_batch_stats, real)
-      fake_logits, bs = self._discriminate(d_params, bs, fake)
-      total, terms = losses.evaluate(self.d_weights, real_logits=real_logits,
-                                     fake_logits=fake_logits)
-      return total, (terms, bs, real_logits, fake_logits)
+      def d_loss_fn(d_params):
+        # Separate D passes for the real and fake batches, so BatchNorm normalises each
+        # with its own statistics (as in the DCGAN reference code).
+        real_logits, bs = self._discriminate(d_params, d_bs, real)
+        fake_logits, bs = self._discriminate(d_params, bs, fake)
+        extra = {}
+        score = lambda v: self._discriminate(d_params, bs, v)[0]
+        if self._gp:  # WGAN-GP: x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1].
+          eps = jax.random.uniform(k_eps, (num, 1, 1, 1))
+          x_hat = eps * real + (1.0 - eps) * fake
+          extra["interp_grad_norm"] = jnp.sqrt(input_gradient_sq_norms(score, x_hat) + 1e-12)
+        if self._r1:
+          r1 = lambda: input_gradient_sq_norms(score, real)
+          extra["real_grad_sq"] = (r1() if self.r1_every == 1 else jax.lax.cond(
+              state.step % self.r1_every == 0, r1, lambda: jnp.zeros((num,), jnp.float32)))
+        total, terms = losses.evaluate(self.d_weights, real_logits=real_logits,
+                                       fake_logits=fake_logits, **extra)
+        return total, (terms, bs, real_logits, fake_logits)
 
-    (d_loss, (d_terms, d_bs, real_logits, fake_logits)), d_grads = jax.value_and_grad(
-        d_loss_fn, has_aux=True)(state.d_params)
-    d_updates, d_opt_state = self.tx_d.update(d_grads, state.d_opt_state, state.d_params)
-    d_params = optax.apply_updates(state.d_params, d_updates)
+      (d_loss, (d_terms, new_bs, real_logits, fake_logits)), d_grads = jax.value_and_grad(
+          d_loss_fn, has_aux=True)(d_params)
+      d_updates, d_opt_state = self.tx_d.update(d_grads, d_opt_state, d_params)
+      d_params = optax.apply_updates(d_params, d_updates)
+      out = {"d_loss": d_loss, **d_terms,
+             "D(x)": jnp.mean(jax.nn.sigmoid(real_logits)),
+             "D(G(z))": jnp.mean(jax.nn.sigmoid(fake_logits)),
+             "d_real_score": jnp.mean(real_logits), "d_fake_score": jnp.mean(fake_logits),
+             "d_grad_norm": optax.tree.norm(d_grads)}
+      return (d_params, d_opt_state, new_bs, g_upd["batch_stats"]), out
+
+    carry = (state.d_params, state.d_opt_state, state.d_batch_stats, state.g_batch_stats)
+    if n == 1:
+      (d_params, d_opt_state, d_bs, g_bs), d_metrics = d_update(carry, (real, k_zd))
+    else:
+      # D update j sees rows j, j + n, ...: each minibatch is spread over all devices.
+      reals = jnp.swapaxes(real.reshape((num, n) + real.shape[1:]), 0, 1)
+      (d_params, d_opt_state, d_bs, g_bs), d_metrics = jax.lax.scan(
+          d_update, carry, (reals, jax.random.split(k_zd, n)))
+      d_metrics = jax.tree.map(lambda v: v[-1], d_metrics)  # the last D update's values
+    g_upd = {"batch_stats": g_bs}
 
     # Generator update against the updated discriminator, on fresh latents.
     z_g = self._batch_latents(k_zg, num)
@@ -182,20 +267,21 @@ class GANTask:
     g_updates, g_opt_state = self.tx_g.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
+    ema = state.g_ema_params
+    if self.ema_decay:
+      ema = jax.tree.map(lambda e, p: self.ema_decay * e + (1.0 - self.ema_decay) * p,
+                         ema, g_params)
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_batch_stats=g_bs, d_params=d_params,
-        d_batch_stats=d_bs, g_opt_state=g_opt_state, d_opt_state=d_opt_state)
-    metrics = {
-        "d_loss": d_loss, "g_loss": g_loss, **d_terms, **g_terms,
-        "D(x)": jnp.mean(jax.nn.sigmoid(real_logits)),
-        "D(G(z))": jnp.mean(jax.nn.sigmoid(fake_logits)),
-        "d_grad_norm": optax.tree.norm(d_grads),
-        "g_grad_norm": optax.tree.norm(g_grads),
-    }
+        d_batch_stats=d_bs, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
+        g_ema_params=ema)
+    metrics = {**d_metrics, "g_loss": g_loss, **g_terms,
+               "g_grad_norm": optax.tree.norm(g_grads)}
     return new_state, metrics
 
   def sample(self, state: GANState, z: jax.Array) -> jax.Array:
-    """Generates images with BatchNorm in inference mode (running statistics).
+    """Generates images with BatchNorm in inference mode (running statistics), from the
+    generator's EMA weights when ``config.model.ema_decay`` > 0.
 
     Args:
       state: a :class:`GANState`.
@@ -204,7 +290,8 @@ class GANTask:
     Returns:
       float32 ``[N, H, W, C]`` in ``[-1, 1]``.
     """
-    return self._generate(state.g_params, state.g_batch_stats, z, train=False)
+    params = state.g_ema_params if self.ema_decay else state.g_params
+    return self._generate(params, state.g_batch_stats, z, train=False)
 
   def preview_inputs(self, rng: jax.Array, batch: dict[str, jax.Array],
                      num: int) -> jax.Array:
