@@ -5,10 +5,19 @@ r"""genrepair's one entry point.
   python launch.py eval   --workdir runs/dncnn_s25 [--dataset set12]
   python launch.py import --config experiments/dncnn_sigma25.py:official \
       --weights $GENREPAIR_DATA/weights/dncnn/sigma25.mat --workdir runs/dncnn_s25_official
+  python launch.py export --workdir runs/dncnn_s25 [--step N] [-o model.npz]
+  python launch.py restore noisy.png -o clean.png (--workdir W [--step N] | --weights model.npz
+      | --model dncnn_s25_gray) [--mask holes.png] [--tile 128] [--overlap 34] [--overwrite]
 
 `train` resumes from the newest checkpoint in --workdir when there is one. Config values are
 overridden with --config.<key>=<value> (e.g. --config.train.batch_size=64); configs are
 locked, so a misspelt key or a wrong type is an error before anything compiles.
+
+`export` writes a restoration run's weights and config to one .npz (arrays only; default
+<workdir>/export/step_<N>.npz) and prints its sha256. `restore` restores one image file
+with a run, an exported file or a shipped model (genrepair/pretrained), in overlapping tiles
+(see genrepair/restore.py for the tiling, channel, 16-bit and mask rules); an existing
+output is only replaced with --overwrite.
 """
 
 from __future__ import annotations
@@ -19,14 +28,15 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "sample", "eval", "import")
+COMMANDS = ("train", "sample", "eval", "import", "export", "restore")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (experiments/<name>.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, samples, logs).")
 _NUM = flags.DEFINE_integer("num", 64, "sample: number of images.")
 _SEED = flags.DEFINE_integer("seed", 0, "sample: latent seed.")
-_STEP = flags.DEFINE_integer("step", None, "sample: checkpoint step (default: newest).")
+_STEP = flags.DEFINE_integer("step", None, "sample/eval/export/restore: checkpoint step"
+                             " (default: newest).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator", None, "Multi-process: host:port of process 0 (with --num_processes and"
     " --process_id); on TPU pods / SLURM leave unset (auto-detected).")
@@ -34,10 +44,22 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: pro
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _DATASET = flags.DEFINE_string("dataset", None, "eval: dataset (default: the config's"
                                " eval.dataset), e.g. bsd68, set12, set5, set14.")
-_WEIGHTS = flags.DEFINE_string("weights", None, "import: published weights file/directory.")
+_WEIGHTS = flags.DEFINE_string("weights", None, "import: published weights file/directory;"
+                                " restore: an exported .npz (launch.py export).")
 _LIMIT = flags.DEFINE_integer("limit", None, "eval: only the first N images (smoke tests).")
-_OUTPUT = flags.DEFINE_string("output", None, "sample: .png/.jpg grid or .npz raw samples.",
+_OUTPUT = flags.DEFINE_string("output", None, "sample: .png/.jpg grid or .npz raw samples;"
+                              " restore: the restored image; export: the .npz.",
                               short_name="o")
+_MODEL = flags.DEFINE_string("model", None, "restore: a shipped model name (genrepair/"
+                             "pretrained), e.g. dncnn_s25_gray, espcn_x3.")
+_MASK = flags.DEFINE_string("mask", None, "restore: inpainting hole mask image (white = hole),"
+                            " the input's size.")
+_TILE = flags.DEFINE_integer("tile", None, "restore: tile size in model-input pixels (default"
+                             " 128, larger for models with a large receptive field).")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "restore: tile overlap in model-input pixels"
+                                " (default: twice the model's receptive-field radius).")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "restore/export: replace an existing"
+                                  " output file.")
 
 
 def _setup_jax() -> None:
@@ -53,23 +75,41 @@ def main(argv: list[str]) -> None:
   """Runs a command; user-facing errors print one line (no traceback) and exit 1."""
   try:
     _main(argv)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, FileExistsError) as e:
     sys.stderr.write(f"ERROR: {type(e).__name__}: {e}\n")
     sys.exit(1)
 
 
 def _main(argv: list[str]) -> None:
-  if len(argv) != 2 or argv[1] not in COMMANDS:
+  if len(argv) < 2 or argv[1] not in COMMANDS:
     raise app.UsageError(f"Usage: launch.py {{{'|'.join(COMMANDS)}}} [flags]; got"
                          f" {argv[1:]}.")
   command = argv[1]
+  if command == "restore":
+    if len(argv) != 3:
+      raise app.UsageError("Usage: launch.py restore INPUT -o OUTPUT (--workdir W [--step N] |"
+                           f" --weights model.npz | --model NAME) [...]; got {argv[1:]}.")
+    if not _OUTPUT.value:
+      raise app.UsageError("restore needs -o/--output (the restored image, e.g. out.png).")
+  elif len(argv) != 2:
+    raise app.UsageError(f"launch.py {command} takes no positional arguments; got"
+                         f" {argv[2:]}.")
   if not flags.FLAGS["verbosity"].present:
     # Orbax logs every save at INFO; keep the console for our progress lines unless the
     # user asks for more with --verbosity=0.
     logging.set_verbosity(logging.WARNING)
-  if not _WORKDIR.value:
+  if command != "restore" and not _WORKDIR.value:
     raise app.UsageError("--workdir is required.")
   _setup_jax()
+  if command == "restore":
+    from genrepair import restore  # pylint: disable=import-outside-toplevel
+    restore.check_output(_OUTPUT.value, overwrite=_OVERWRITE.value)  # before loading
+    task, state, source = restore.load_model(workdir=_WORKDIR.value, step=_STEP.value,
+                                             weights=_WEIGHTS.value, model=_MODEL.value)
+    print(restore.restore_file(task, state, argv[2], _OUTPUT.value, mask_path=_MASK.value,
+                               tile=_TILE.value, overlap=_OVERLAP.value,
+                               overwrite=_OVERWRITE.value) + f"; model: {source}")
+    return
   from genrepair import sharding  # pylint: disable=import-outside-toplevel
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if command == "train":
@@ -85,6 +125,14 @@ def _main(argv: list[str]) -> None:
     task, state, step, _ = sampling.load_run(_WORKDIR.value, _STEP.value)
     images = sampling.generate(task, state, num=_NUM.value, seed=_SEED.value)
     print(f"step {step}: " + sampling.write(images, _OUTPUT.value))
+  if command == "export":
+    from genrepair import restore, sampling  # pylint: disable=import-outside-toplevel
+    task, state, step, config = sampling.load_run(_WORKDIR.value, _STEP.value)
+    del task
+    path = _OUTPUT.value or os.path.join(_WORKDIR.value, "export", f"step_{step:07d}.npz")
+    digest = restore.export(config, state, path, step=step, source=_WORKDIR.value,
+                            overwrite=_OVERWRITE.value)
+    print(f"step {step}: wrote {path} ({os.path.getsize(path):,} bytes)\nsha256 {digest}")
   if command == "import":
     if _CONFIG.value is None or not _WEIGHTS.value:
       raise app.UsageError("import needs --config and --weights.")
