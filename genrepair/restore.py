@@ -107,11 +107,7 @@ def _restoration_task(config: ml_collections.ConfigDict, source: str):
   if config.get("task") != "restoration":
     raise ValueError(f"{source} is a {config.get('task')!r} model; restore needs a"
                      " restoration model (denoising, SR, deblurring, inpainting).")
-  dc = config.degradation
-  if dc.kind == "blur" and dc.get("kernels", "gaussian") != "gaussian":
-    # Training blur kernels are not needed to restore; do not require their data files.
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.degradation.kernels = "gaussian"
+  # The task reads training-only files (blur kernels) lazily: restoring needs none.
   return tasks.get(config.task)(config)
 
 

@@ -134,8 +134,9 @@ def test_blur_task_degradation_and_errors(monkeypatch):
         (1.0, 1.6, 2.2, 3.0)[i]))
     np.testing.assert_allclose(blurred[i], one, atol=1e-5)
   c.degradation.kernels = "blur/nope.mat"
+  task = train.build(c)[0]  # kernels are read on first use (restoring needs none)
   with pytest.raises(FileNotFoundError, match="config.degradation.kernels"):
-    train.build(c)
+    task.degrade(jax.random.key(0), clean)
 
 
 def test_inpaint_task_keeps_known_pixels_and_loss_is_hole_l1(tfds_dir, monkeypatch):

@@ -154,14 +154,26 @@ class RestorationTask:
     # An SR model with sr_input='lr' outputs scale x its input size.
     self.output_scale = int(dc.scale) if self.sr_input == "lr" else 1
     self.in_channels = self.channels + 1 if dc.kind == "inpaint" else self.channels
-    # Blur kernels are constants of the step (read once, on the host).
-    self.kernels = load_kernel_set(config) if dc.kind == "blur" else None
+    self._kernels = None  # blur kernels: read on first use (restoring needs none)
     self.weights = dict(config.losses)
     losses.check_weights(self.weights, INPUTS, "config.losses")
     self.tx = common.make_optimizer(config.optim, "config.optim")
     self.schedule = common.make_schedule(config.optim, "config.optim")
 
   # ------------------------------------------------------------------ degradation
+
+  @property
+  def kernels(self) -> np.ndarray | None:
+    """``blur`` only: the kernel set, float32 ``[N, K, K]``, read once on first use.
+
+    Raises:
+      FileNotFoundError, ValueError: the kernel file cannot be found or read.
+    """
+    if self.kind != "blur":
+      return None
+    if self._kernels is None:
+      self._kernels = load_kernel_set(self.config)
+    return self._kernels
 
   def degrade(self, rng: jax.Array, clean: jax.Array, *, mask: jax.Array | None = None,
               kernel_index: jax.Array | None = None) -> jax.Array:
