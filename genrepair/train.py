@@ -196,8 +196,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       lambda b: task.preview_inputs(jax.random.key(config.sample.seed), b, config.sample.num),
       out_shardings=repl)(sharding.to_global(first_batch, mesh))
   # Benchmark evaluation at the end of every run that has one, and every `eval.every` steps
-  # when that is > 0.
-  evaluating = "eval" in config and hasattr(task, "eval_protocol")
+  # when that is > 0: restoration tasks through genrepair.evaluate; other tasks through
+  # their own ``task.evaluate(state, config) -> {name: float, ...}`` (FID, NLL, accuracy).
+  evaluating = "eval" in config and (hasattr(task, "eval_protocol")
+                                     or hasattr(task, "evaluate"))
 
   def save(step, state):
     ckpt.save(step, state, data_it.get_state(), make_meta(config, task, step, mesh))
@@ -213,16 +215,26 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   def run_eval(step, state):
     from genrepair import evaluate  # pylint: disable=import-outside-toplevel
+    path = os.path.join(workdir, "eval", f"step_{step:07d}.json")
+    if not hasattr(task, "eval_protocol"):  # a task's own evaluation
+      results = task.evaluate(state, config)
+      if pid == 0:
+        evaluate.write(results, path)
+      scalars = {k: float(v) for k, v in results.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+      writer.scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+      log(f"eval step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+      return scalars
     results = evaluate.evaluate(task, state, config)
     if pid == 0:
-      evaluate.write(results, os.path.join(workdir, "eval", f"step_{step:07d}.json"))
+      evaluate.write(results, path)
     writer.scalars(step, {"eval/psnr": results["psnr"], "eval/ssim": results["ssim"]})
     base = (f"; {results['baseline']} {results['baseline_psnr']:.2f} dB"
             if "baseline" in results else "")
     log(f"eval step {step}: {config.eval.dataset} {results['psnr']:.2f} dB, SSIM"
         f" {results['ssim']:.4f} (input {results['input_psnr']:.2f} dB{base};"
         f" {results['num_images']} images, {results['seconds']:.0f}s)")
-    return results
+    return {"psnr": results["psnr"], "ssim": results["ssim"]}
 
   pending, last, stopped_by, first = [], {}, None, True
   t_start = time.perf_counter()
@@ -265,8 +277,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     if step == tc.num_steps:
       write_samples(step, state, final=True)
       if evaluating:
-        last = {**last, **{f"eval/{k}": v for k, v in run_eval(step, state).items()
-                           if k in ("psnr", "ssim")}}
+        last = {**last, **{f"eval/{k}": v for k, v in run_eval(step, state).items()}}
       log(f"Done: {step} steps. Final samples: "
           f"{os.path.join(os.path.abspath(workdir), 'samples', 'final.png')}")
     ckpt.close()
