@@ -105,10 +105,15 @@ def make_train_iterator(config: ml_collections.ConfigDict, process_index: int = 
                         process_count: int = 1):
   """The training input pipeline of ``config.data``.
 
-  Whole images (``data.make_iterator``), or random patches when ``config.data`` has a
-  ``patch_size`` (restoration; crops aligned to the SR scale for ``bicubic``).
+  Whole images (``data.make_iterator``), random patches when ``config.data`` has a
+  ``patch_size`` (restoration; crops aligned to the SR scale for ``bicubic``), or two
+  unpaired domains when it has ``domains`` (CycleGAN: ``image_a``/``image_b``).
   """
   dc = config.data
+  if "domains" in dc:
+    return data.make_unpaired_iterator(dc, global_batch_size=config.train.batch_size,
+                                       process_index=process_index,
+                                       process_count=process_count)
   common = dict(global_batch_size=config.train.batch_size, split=dc.split, seed=dc.seed,
                 process_index=process_index, process_count=process_count)
   if "patch_size" not in dc:
@@ -126,19 +131,24 @@ def make_meta(config, task, step: int, mesh) -> dict[str, Any]:
 
 
 def _check_batch(host_batch: dict[str, np.ndarray], task, config) -> None:
-  """Checks the first batch against the model before anything compiles."""
-  image = host_batch["image"]
+  """Checks the first batch against the model before anything compiles.
+
+  Every ``image*`` entry is checked (``image``; ``image_a``/``image_b`` of two domains).
+  """
   expected = getattr(task, "image_shape", None)
-  if expected is None:  # Patches: the task converts channels itself (e.g. RGB -> Y).
-    if image.dtype != np.uint8 or image.ndim != 4:
-      raise ValueError(f"Dataset {config.data.name!r} gives {image.dtype} {image.shape};"
-                       " expected uint8 [B, H, W, C].")
-    return
-  if image.dtype != np.uint8 or tuple(image.shape[1:]) != tuple(expected):
-    raise ValueError(
-        f"Dataset {config.data.name!r} gives images {image.dtype} {tuple(image.shape[1:])}"
-        f" but config.model expects uint8 {tuple(expected)} (check"
-        " config.model.variant / channels).")
+  for key in sorted(k for k in host_batch if k.startswith("image")):
+    image = host_batch[key]
+    name = config.data.get("name", key)
+    if expected is None:  # Patches: the task converts channels itself (e.g. RGB -> Y).
+      if image.dtype != np.uint8 or image.ndim != 4:
+        raise ValueError(f"Dataset {name!r} gives {key} {image.dtype} {image.shape};"
+                         " expected uint8 [B, H, W, C].")
+      continue
+    if image.dtype != np.uint8 or tuple(image.shape[1:]) != tuple(expected):
+      raise ValueError(
+          f"Dataset {name!r} gives {key} {image.dtype} {tuple(image.shape[1:])}"
+          f" but config.model expects uint8 {tuple(expected)} (check"
+          " config.model.variant / channels).")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
@@ -264,7 +274,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         log(progress.line(step, last))
       if step % tc.sample_every == 0 and step != tc.num_steps:
         write_samples(step, state)
-      if (evaluating and config.eval.every > 0 and step % config.eval.every == 0
+      if (evaluating and config.eval.get("every", 0) > 0 and step % config.eval.every == 0
           and step != tc.num_steps):
         run_eval(step, state)
       reason = _agree_stop(stop.reason)

@@ -47,6 +47,7 @@ def small_dcgan_config(**train):
   c.train.log_every = 1
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
+  c.eval.num, c.eval.kid_subsets = 100, 2  # FID-digits at the end: a quick one
   for k, v in train.items():
     c.train[k] = v
   return c

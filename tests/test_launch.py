@@ -18,7 +18,8 @@ MAIN = [sys.executable, "launch.py", "train", "--config", "experiments/dcgan_mni
 # The small-model overrides that tests/conftest.py's small_dcgan_config() applies.
 SMALL = ["--config.model.variant=mnist-small", "--config.train.batch_size=16",
          "--config.train.log_every=1", "--config.train.sample_every=1000",
-         "--config.train.checkpoint_every=1000"]
+         "--config.train.checkpoint_every=1000",
+         "--config.eval.num=100", "--config.eval.kid_subsets=2"]
 
 
 def _env():

@@ -15,7 +15,8 @@ from tests.conftest import CACHE_DIR, REPO, assert_states_close, small_dcgan_con
 
 SMALL = ["--config.model.variant=mnist-small", "--config.train.batch_size=16",
          "--config.train.log_every=1", "--config.train.sample_every=1000",
-         "--config.train.checkpoint_every=1000", "--config.train.num_steps=3"]
+         "--config.train.checkpoint_every=1000",
+         "--config.eval.num=100", "--config.eval.kid_subsets=2", "--config.train.num_steps=3"]
 
 
 def _free_port() -> int:
@@ -104,7 +105,9 @@ def test_compiled_step_reduces_gradients_and_stays_on_device(tfds_dir):
   # latents would make every device run the generator on the whole batch).
   assert any("transpose(jvp(" in l for l in reduces)
   assert any("f32[4,4,1,32]" in l for l in reduces)
-  assert any("f32[4,4,64,32]" in l for l in reduces)
+  # (genrepair.models.conv computes a transposed conv's weight gradient per kernel tap, so
+  # XLA may reduce it as 16 [64, 32] pieces in one all-reduce instead of one [4,4,64,32].)
+  assert any("f32[4,4,64,32]" in l or "f32[64,32]" in l for l in reduces)
   # Nothing leaves the device inside the step: no host callbacks, infeed/outfeed,
   # send/recv.
   for op in ("xla_python_cpu_callback", "xla_ffi_python_cpu_callback", " infeed(",

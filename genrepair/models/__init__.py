@@ -8,7 +8,9 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
+from genrepair.models import cyclegan
 from genrepair.models import dcgan
+from genrepair.models import digit_classifier
 from genrepair.models import dncnn
 from genrepair.models import drrn
 from genrepair.models import edsr
@@ -18,7 +20,9 @@ from genrepair.models import srcnn
 from genrepair.models import unet
 
 REGISTRY: dict[str, Callable] = {
+    "cyclegan": cyclegan.Model,
     "dcgan": dcgan.Model,
+    "digit_classifier": digit_classifier.Model,
     "dncnn": dncnn.Model,
     "drrn": drrn.Model,
     "edsr": edsr.Model,

@@ -20,6 +20,16 @@ Variants (``Model(variant=...)``), parameter counts for 1 output channel, z_dim 
 | ``paper64`` (3 ch) | 64x64 | 4x4x1024 -> ... -> 64x64x3 | 128 ... 1024 | 12,658,435 | 11,036,289 |
 
 (Counts include BatchNorm scale/bias; ``tests/test_models.py`` pins them.)
+
+Discriminator options for the other GAN objectives (``Model(d_norm=..., spectral_norm=...)``):
+
+- ``d_norm='batch'`` (DCGAN), ``'layer'`` (layer normalisation over H, W, C with a
+  per-channel scale/bias: the critic of WGAN-GP, Gulrajani et al. 2017 Sec. 4, whose
+  per-example gradient penalty BatchNorm would invalidate; same parameter count), or
+  ``'none'`` (convolution biases instead: + widths[1:] parameters minus the norms').
+- ``spectral_norm=True``: every D weight divided by its spectral norm, estimated by power
+  iteration with ``u`` kept in the ``batch_stats`` collection (Miyato et al. 2018,
+  Algorithm 1; ``flax.linen.SpectralNorm``, one iteration per training call).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import conv
 from genrepair.models import variants
 
 # Sec. 4: "All weights were initialized from a zero-centered Normal distribution with
@@ -94,12 +105,15 @@ class Generator(nn.Module):
     for i in range(n - 1):
       width //= 2
       # Fractionally-strided convolution, resolution x2: [B, r, r, C] -> [B, 2r, 2r, C/2].
-      x = nn.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
-                           kernel_init=_INIT, name=f"up{i}")(x)
+      x = conv.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
+                             kernel_init=_INIT, name=f"up{i}")(x)
       x = nn.relu(_batch_norm(train)(x))
-    x = nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding="SAME",
-                         kernel_init=_INIT, name="to_image")(x)
+    x = conv.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding="SAME",
+                           kernel_init=_INIT, name="to_image")(x)
     return jnp.tanh(x)  # [B, H, W, channels]
+
+
+D_NORMS = ("batch", "layer", "none")
 
 
 class Discriminator(nn.Module):
@@ -108,9 +122,13 @@ class Discriminator(nn.Module):
   Attributes:
     image_size: input height = width (checked against the input).
     base_features: width of the first convolution; widths double per stride-2 layer.
+    norm: normalisation after the hidden convolutions: 'batch' | 'layer' | 'none'.
+    spectral_norm: spectrally normalise every weight (conv kernels and the logit layer).
   """
   image_size: int = 28
   base_features: int = 64
+  norm: str = "batch"
+  spectral_norm: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -132,16 +150,28 @@ class Discriminator(nn.Module):
           f" shape {tuple(x.shape)}.")
     _, n = _num_doublings(self.image_size)
     width = self.base_features
+    if self.norm not in D_NORMS:
+      raise ValueError(f"Discriminator norm must be one of {D_NORMS}, got {self.norm!r}.")
+
+    def layer(module, name, v):
+      if self.spectral_norm:  # u, sigma live in 'batch_stats'; power iteration in training
+        return nn.SpectralNorm(module, n_steps=1, name=f"sn_{name}")(v, update_stats=train)
+      return module(v)
+
     for i in range(n):
       # Strided convolution, resolution /2: [B, r, r, C] -> [B, r/2, r/2, width].
-      x = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_INIT,
-                  use_bias=i == 0, name=f"down{i}")(x)  # bias only where no BatchNorm
-      if i > 0:  # No BatchNorm on the D input layer (Sec. 3).
+      normed = i > 0 and self.norm != "none"  # No norm on the D input layer (Sec. 3).
+      x = layer(conv.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_INIT,
+                          use_bias=not normed, name=f"down{i}"),  # bias only without a norm
+                f"down{i}", x)
+      if normed and self.norm == "batch":
         x = _batch_norm(train)(x)
+      elif normed:
+        x = nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1)(x)
       x = nn.leaky_relu(x, negative_slope=0.2)
       width *= 2
     x = x.reshape(x.shape[0], -1)
-    return nn.Dense(1, kernel_init=_INIT, name="logit")(x)[:, 0]  # [B]
+    return layer(nn.Dense(1, kernel_init=_INIT, name="logit"), "logit", x)[:, 0]  # [B]
 
 
 class GANPair(NamedTuple):
@@ -150,25 +180,31 @@ class GANPair(NamedTuple):
   discriminator: nn.Module
 
 
-def Model(*, variant: str | None = None, channels: int = 1, **kw) -> GANPair:  # pylint: disable=invalid-name
+def Model(*, variant: str | None = None, channels: int = 1, d_norm: str = "batch",  # pylint: disable=invalid-name
+          spectral_norm: bool = False, **kw) -> GANPair:
   """Builds a DCGAN generator/discriminator pair.
 
   Args:
     variant: a key of :data:`VARIANTS` (default ``'mnist'``); ``**kw`` overrides its
       fields (``image_size``, ``base_features``).
     channels: image channels.
+    d_norm: the discriminator's normalisation, one of :data:`D_NORMS`.
+    spectral_norm: spectrally normalise the discriminator's weights.
 
   Returns:
     :class:`GANPair` of unbound Flax modules.
 
   Raises:
-    ValueError: unknown variant or override, or unsupported image size.
+    ValueError: unknown variant, override or ``d_norm``, or unsupported image size.
   """
   cfg = variants.resolve("DCGAN", VARIANTS, variant, default="mnist",
                          defaults=None, overrides=kw)
   _num_doublings(cfg["image_size"])
+  if d_norm not in D_NORMS:
+    raise ValueError(f"DCGAN d_norm must be one of {D_NORMS}, got {d_norm!r}.")
   return GANPair(
       generator=Generator(image_size=cfg["image_size"], channels=channels,
                           base_features=cfg["base_features"]),
       discriminator=Discriminator(image_size=cfg["image_size"],
-                                  base_features=cfg["base_features"]))
+                                  base_features=cfg["base_features"], norm=d_norm,
+                                  spectral_norm=bool(spectral_norm)))

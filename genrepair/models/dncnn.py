@@ -41,6 +41,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from genrepair.models import conv
 from genrepair.models import variants
 
 # Sec. III-C: weights initialised by He et al.'s method (rectifier networks).
@@ -95,19 +96,19 @@ class DnCNN(nn.Module):
       raise ValueError(f"DnCNN expects [B, H, W, {self.channels}] images, got shape"
                        f" {tuple(y.shape)}.")
     # [B, H, W, C] -> [B, H, W, features]; zero 'same' padding keeps H, W throughout.
-    x = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=_INIT, name="conv0")(y)
+    x = conv.Conv(self.features, (3, 3), padding="SAME", kernel_init=_INIT, name="conv0")(y)
     x = nn.relu(x)
     for i in range(1, self.depth - 1):
-      x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=not self.batch_norm,
-                  kernel_init=_INIT, name=f"conv{i}")(x)
+      x = conv.Conv(self.features, (3, 3), padding="SAME", use_bias=not self.batch_norm,
+                    kernel_init=_INIT, name=f"conv{i}")(x)
       if self.batch_norm:
         # epsilon 1e-4 as MatConvNet's vl_nnbnorm (the authors' training code).
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-4,
                          name=f"bn{i}")(x)
       x = nn.relu(x)
     # [B, H, W, features] -> [B, H, W, C]
-    return nn.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT,
-                   name=f"conv{self.depth - 1}")(x)
+    return conv.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT,
+                     name=f"conv{self.depth - 1}")(x)
 
   def denoise(self, y: jax.Array, *, train: bool = False) -> jax.Array:
     """Clean estimate ``y - R(y)`` (Eq. 1 of the paper).

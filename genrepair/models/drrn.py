@@ -56,6 +56,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
+from genrepair.models import conv
 from genrepair.models import variants
 
 # Prototxt: weight_filler "msra" (Caffe's MSRAFiller: Gaussian, std sqrt(2 / fan_in), not
@@ -125,22 +126,23 @@ class DRRN(nn.Module):
       raise ValueError(f"DRRN expects [B, H, W, {self.channels}] images, got shape"
                        f" {tuple(x.shape)}.")
 
-    def conv(n: int, name: str) -> nn.Conv:
-      return nn.Conv(n, (3, 3), padding="SAME", kernel_init=_INIT, name=name)
+    def conv3x3(n: int, name: str) -> conv.Conv:
+      return conv.Conv(n, (3, 3), padding="SAME", kernel_init=_INIT, name=name)
 
     h = x  # [B, H, W, C]
     for b in range(self.num_blocks):
       # H_0 of block b: [B, H, W, C or F] -> [B, H, W, F], own weights.
-      h0 = conv(self.features, f"block{b}_conv_in")(self._pre_act(h, f"block{b}_bn_in", train))
+      h0 = conv3x3(self.features, f"block{b}_conv_in")(
+          self._pre_act(h, f"block{b}_bn_in", train))
       # One pair of convs per block, applied U times (recursive learning).
-      conv_a = conv(self.features, f"block{b}_conv_a")
-      conv_b = conv(self.features, f"block{b}_conv_b")
+      conv_a = conv3x3(self.features, f"block{b}_conv_a")
+      conv_b = conv3x3(self.features, f"block{b}_conv_b")
       h = h0
       for u in range(self.num_units):
         t = conv_a(self._pre_act(h, f"block{b}_unit{u}_bn_a", train))
         t = conv_b(self._pre_act(t, f"block{b}_unit{u}_bn_b", train))
         h = h0 + t  # multi-path: the identity is H_0, not H_{u-1}
-    r = conv(self.channels, "conv_end")(self._pre_act(h, "bn_end", train))  # [B, H, W, C]
+    r = conv3x3(self.channels, "conv_end")(self._pre_act(h, "bn_end", train))  # [B, H, W, C]
     return x + r  # global residual (HR_recovery)
 
   def restore(self, x: jax.Array, *, train: bool) -> jax.Array:

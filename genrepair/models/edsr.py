@@ -61,6 +61,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import conv
 from genrepair.models import layers
 from genrepair.models import variants
 
@@ -76,9 +77,9 @@ VARIANTS = {
 }
 
 
-def _conv(features: int, name: str) -> nn.Conv:
+def _conv(features: int, name: str) -> conv.Conv:
   # 3x3, padding kernel_size // 2 with zeros, bias: common.default_conv in the official code.
-  return nn.Conv(features, (3, 3), padding="SAME", kernel_init=_INIT, name=name)
+  return conv.Conv(features, (3, 3), padding="SAME", kernel_init=_INIT, name=name)
 
 
 def _check_scale(scale: int) -> None:

@@ -38,6 +38,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 
+from genrepair.models import conv
 from genrepair.models import layers
 from genrepair.models import variants
 
@@ -97,10 +98,10 @@ class ESPCN(nn.Module):
     f1, f2, f3 = self.kernel_sizes
     n1, n2 = self.features
     r = self.scale
-    x = act(nn.Conv(n1, (f1, f1), padding="SAME", name="conv1")(x))  # [B, H, W, n1]
-    x = act(nn.Conv(n2, (f2, f2), padding="SAME", name="conv2")(x))  # [B, H, W, n2]
+    x = act(conv.Conv(n1, (f1, f1), padding="SAME", name="conv1")(x))  # [B, H, W, n1]
+    x = act(conv.Conv(n2, (f2, f2), padding="SAME", name="conv2")(x))  # [B, H, W, n2]
     # [B, H, W, n2] -> [B, H, W, C r^2]
-    x = nn.Conv(self.channels * r * r, (f3, f3), padding="SAME", name="conv3")(x)
+    x = conv.Conv(self.channels * r * r, (f3, f3), padding="SAME", name="conv3")(x)
     return layers.pixel_shuffle(x, r)  # [B, rH, rW, C] (Eq. 4, periodic shuffling)
 
   def restore(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import conv
+
 # Ronneberger et al. 2015, Sec. 3: "a Gaussian distribution with a standard deviation of
 # sqrt(2/N)", N = fan-in (plain, not truncated, unlike Flax's he_normal).
 HE_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -130,8 +132,8 @@ class ConvBlock(nn.Module):
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """``[B, H, W, Cin] -> [B, H, W, features]``; ``train`` selects BN batch statistics."""
     for i in range(2):
-      x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=not self.batch_norm,
-                  kernel_init=HE_INIT, name=f"conv{i}")(x)
+      x = conv.Conv(self.features, (3, 3), padding="SAME", use_bias=not self.batch_norm,
+                    kernel_init=HE_INIT, name=f"conv{i}")(x)
       if self.batch_norm:
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          name=f"bn{i}")(x)

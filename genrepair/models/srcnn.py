@@ -41,6 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import conv
 from genrepair.models import variants
 
 # Sec. 4.1 (TPAMI): filter weights initialised from N(0, 0.001), biases zero.
@@ -79,7 +80,7 @@ class SRCNN(nn.Module):
       # [B, H, W, C] -> [B, H + 2p, W + 2p, C]; the valid conv below brings it back.
       x = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
     pad = "SAME" if self.padding == "SAME" else "VALID"
-    return nn.Conv(width, (size, size), padding=pad, kernel_init=_INIT, name=name)(x)
+    return conv.Conv(width, (size, size), padding=pad, kernel_init=_INIT, name=name)(x)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -57,6 +57,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genrepair.models import conv
 from genrepair.models import layers
 from genrepair.models import variants as variant_table
 
@@ -141,15 +142,15 @@ class UNet(nn.Module):
     for i in reversed(range(self.depth)):
       f = self.features * 2 ** i
       if self.upsample == "transpose":
-        x = nn.ConvTranspose(f, (2, 2), strides=(2, 2), kernel_init=layers.HE_INIT,
-                             name=f"upconv{i}")(x)            # [B, H'/2^i, W'/2^i, F 2^i]
+        x = conv.ConvTranspose(f, (2, 2), strides=(2, 2), kernel_init=layers.HE_INIT,
+                               name=f"upconv{i}")(x)          # [B, H'/2^i, W'/2^i, F 2^i]
       else:
         x = upsample2x(x, self.upsample)                      # [B, H'/2^i, W'/2^i, F 2^(i+1)]
       if self.skips:
         x = jnp.concatenate([skips[i], x], axis=-1)           # [..., F 2^i + width of x]
       x = layers.ConvBlock(f, self.batch_norm, name=f"up{i}")(
           x, train=train)                                     # [..., F 2^i]
-    y = nn.Conv(self.channels, (1, 1), kernel_init=layers.HE_INIT, name="out")(x)
+    y = conv.Conv(self.channels, (1, 1), kernel_init=layers.HE_INIT, name="out")(x)
     y = y[:, :h, :w]                                          # [B, H, W, channels]
     if self.residual:
       y = y + inp[..., :self.channels]

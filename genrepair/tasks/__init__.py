@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import difflib
 
+from genrepair.tasks.classifier import ClassifierTask
+from genrepair.tasks.cyclegan import CycleGANTask
 from genrepair.tasks.gan import GANTask
 from genrepair.tasks.restoration import RestorationTask
 
-REGISTRY = {"gan": GANTask, "restoration": RestorationTask}
+REGISTRY = {"classifier": ClassifierTask, "cyclegan": CycleGANTask, "gan": GANTask,
+            "restoration": RestorationTask}
 
 
 def get(name: str):

@@ -1,0 +1,200 @@
+"""Analytic FLOP counts of the benchmarked train steps, from the layers' shapes.
+
+Only convolutions and dense layers are counted (they are > 95% of the arithmetic of these
+models); BatchNorm, activations, losses, the degradation and Adam are left out. One
+multiply-add is 2 FLOPs. A training step costs, per layer:
+
+- forward: ``2 * macs``;
+- weight gradient: ``2 * macs`` (every forward multiply-add has one in the weight
+  gradient);
+- input gradient: ``2 * macs``, except where nothing upstream needs it (the first layer of
+  a network fed with data; XLA removes that computation, PyTorch never builds it).
+
+``macs`` counts only the taps that land on real input values, not on zero padding or on the
+holes of a fractionally-strided (transposed) convolution; this is the convention of XLA's
+``cost_analysis()``. The textbook ``H * W * Cin * Cout * k * k`` is larger by the border
+fraction (e.g. 16% for a 5x5 'SAME' convolution on a 17x17 image).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """One 2-D convolution (a dense layer is a 1x1 convolution on a 1x1 map).
+
+  Attributes:
+    name: layer name (for printing).
+    in_hw: input height and width (after any explicit padding such as SRCNN's edge pad).
+    cin, cout: input / output channels.
+    k: square kernel size.
+    stride: window stride (regular convolution).
+    dilation: input (lhs) dilation: the stride of a transposed convolution.
+    padding: ``(low, high)`` zero padding on each spatial side, after dilation.
+    input_grad: whether the step needs the gradient with respect to the input.
+  """
+  name: str
+  in_hw: tuple[int, int]
+  cin: int
+  cout: int
+  k: int
+  stride: int = 1
+  dilation: int = 1
+  padding: tuple[int, int] = (0, 0)
+  input_grad: bool = True
+
+  def _axis(self, n: int) -> tuple[int, int]:
+    """``(output size, (output, tap) pairs hitting a real input)`` along one axis."""
+    lo, hi = self.padding
+    span = self.dilation * (n - 1) + 1  # dilated input length
+    m = (span + lo + hi - self.k) // self.stride + 1
+    pairs = 0
+    for o in range(m):
+      for t in range(self.k):
+        p = o * self.stride + t - lo  # position in the dilated input
+        if 0 <= p < span and p % self.dilation == 0:
+          pairs += 1
+    return m, pairs
+
+  @property
+  def out_hw(self) -> tuple[int, int]:
+    return self._axis(self.in_hw[0])[0], self._axis(self.in_hw[1])[0]
+
+  def macs(self, batch: int) -> int:
+    """Multiply-adds of the forward pass on ``batch`` examples."""
+    return batch * self._axis(self.in_hw[0])[1] * self._axis(self.in_hw[1])[1] * (
+        self.cin * self.cout)
+
+  def naive_macs(self, batch: int) -> int:
+    """Textbook count ``B * Hout * Wout * Cin * Cout * k * k`` (padding included)."""
+    h, w = self.out_hw
+    return batch * h * w * self.cin * self.cout * self.k * self.k
+
+
+def same_padding(n: int, k: int, stride: int) -> tuple[int, int]:
+  """XLA/TensorFlow 'SAME' padding of a regular convolution."""
+  out = math.ceil(n / stride)
+  total = max((out - 1) * stride + k - n, 0)
+  return total // 2, total - total // 2
+
+
+def transpose_same_padding(k: int, stride: int) -> tuple[int, int]:
+  """Padding of ``jax.lax.conv_transpose(..., padding='SAME')`` (Flax ``ConvTranspose``)."""
+  pad_len = k + stride - 2
+  low = k - 1 if stride > k - 1 else math.ceil(pad_len / 2)
+  return low, pad_len - low
+
+
+def dense(name: str, fin: int, fout: int, input_grad: bool = True) -> Conv:
+  return Conv(name, (1, 1), fin, fout, 1, input_grad=input_grad)
+
+
+def _conv_same(name: str, hw: int, cin: int, cout: int, k: int, stride: int = 1,
+               input_grad: bool = True) -> Conv:
+  return Conv(name, (hw, hw), cin, cout, k, stride=stride,
+              padding=same_padding(hw, k, stride), input_grad=input_grad)
+
+
+# ------------------------------------------------------------------------ layer lists
+
+
+def dncnn_layers(config: ml_collections.ConfigDict) -> list[Conv]:
+  """DnCNN: ``depth`` 3x3 'SAME' convolutions on ``patch_size`` patches."""
+  p, c = int(config.data.patch_size), int(config.model.channels)
+  depth = int(config.model.get("depth", 20 if str(config.model.variant).startswith("B")
+                               else 17))
+  f = int(config.model.get("features", 64))
+  widths = [c] + [f] * (depth - 1) + [c]
+  return [_conv_same(f"conv{i}", p, widths[i], widths[i + 1], 3, input_grad=i > 0)
+          for i in range(depth)]
+
+
+def srcnn_layers(config: ml_collections.ConfigDict) -> list[Conv]:
+  """SRCNN (edge padding: each layer is a valid conv on the edge-padded map)."""
+  p, c = int(config.data.patch_size), int(config.model.channels)
+  ks = {"9-1-5": (9, 1, 5), "9-3-5": (9, 3, 5), "9-5-5": (9, 5, 5)}[config.model.variant]
+  n1, n2 = 64, 32
+  widths = [c, n1, n2, c]
+  return [Conv(f"conv{i + 1}", (p + k - 1, p + k - 1), widths[i], widths[i + 1], k,
+               input_grad=i > 0) for i, k in enumerate(ks)]
+
+
+def espcn_layers(config: ml_collections.ConfigDict) -> list[Conv]:
+  """ESPCN on the LR patch (``patch_size / scale``): 5x5x64, 3x3x32, 3x3x(C r^2)."""
+  r, c = int(config.degradation.scale), int(config.model.channels)
+  lr = int(config.data.patch_size) // r
+  return [_conv_same("conv1", lr, c, 64, 5, input_grad=False),
+          _conv_same("conv2", lr, 64, 32, 3),
+          _conv_same("conv3", lr, 32, c * r * r, 3)]
+
+
+def check_dcgan_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError for GAN options the benchmark does not model (one D update per G
+  update, BatchNorm D without spectral norm, no R1 penalty)."""
+  options = {"model.d_norm": (config.model.get("d_norm", "batch"), "batch"),
+             "model.spectral_norm": (bool(config.model.get("spectral_norm", False)), False),
+             "train.n_critic": (int(config.train.get("n_critic", 1)), 1),
+             "losses.d.r1_penalty": (float(config.losses.d.get("r1_penalty", 0.0)), 0.0)}
+  bad = {k: v for k, (v, ok) in options.items() if v != ok}
+  if bad:
+    raise ValueError(f"The dcgan benchmark models plain DCGAN only; config has {bad}.")
+
+
+def dcgan_layers(config: ml_collections.ConfigDict) -> tuple[list[Conv], list[Conv]]:
+  """DCGAN 28x28 (``mnist`` / ``mnist-small``): ``(generator layers, discriminator layers)``."""
+  check_dcgan_config(config)
+  base = {"mnist": 64, "mnist-small": 32}[config.model.variant]
+  c, z = int(config.model.channels), int(config.model.z_dim)
+  pad = transpose_same_padding(4, 2)
+  g = [dense("project", z, 7 * 7 * 2 * base, input_grad=False),
+       Conv("up0", (7, 7), 2 * base, base, 4, dilation=2, padding=pad),
+       Conv("to_image", (14, 14), base, c, 4, dilation=2, padding=pad)]
+  d = [_conv_same("down0", 28, c, base, 4, 2, input_grad=False),
+       _conv_same("down1", 14, base, 2 * base, 4, 2),
+       dense("logit", 7 * 7 * 2 * base, 1)]
+  return g, d
+
+
+# ------------------------------------------------------------------------ step counts
+
+
+def _fwd(layers: Sequence[Conv], batch: int) -> int:
+  return sum(2 * l.macs(batch) for l in layers)
+
+
+def _input_grad(layers: Sequence[Conv], batch: int, *, all_layers: bool = False) -> int:
+  return sum(2 * l.macs(batch) for l in layers if all_layers or l.input_grad)
+
+
+def restoration_step_flops(layers: Sequence[Conv], batch: int) -> int:
+  """Forward + weight gradient + input gradient (not for the first layer)."""
+  return 2 * _fwd(layers, batch) + _input_grad(layers, batch)
+
+
+def gan_step_flops(g: Sequence[Conv], d: Sequence[Conv], batch: int) -> int:
+  """``genrepair.tasks.gan.GANTask.train_step``: one D update, then one G update.
+
+  D update: G forward (no gradient), D forward on the real and on the fake batch, D weight
+  and input gradients on both (no input gradient at D's first layer: neither batch needs
+  one). G update: G forward, D forward, D input gradients through every layer down to
+  the image (no D weight gradient), G weight and input gradients.
+  """
+  d_update = _fwd(g, batch) + 2 * (2 * _fwd(d, batch) + _input_grad(d, batch))
+  g_update = (_fwd(g, batch) + _fwd(d, batch) + _input_grad(d, batch, all_layers=True)
+              + _fwd(g, batch) + _input_grad(g, batch))
+  return d_update + g_update
+
+
+def step_flops(model: str, config: ml_collections.ConfigDict) -> int:
+  """Analytic FLOPs of one train step of a benchmark ``model`` under ``config``."""
+  batch = int(config.train.batch_size)
+  if model == "dcgan":
+    return gan_step_flops(*dcgan_layers(config), batch)
+  layers = {"dncnn": dncnn_layers, "srcnn": srcnn_layers, "espcn": espcn_layers}[model]
+  return restoration_step_flops(layers(config), batch)

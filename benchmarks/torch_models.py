@@ -1,0 +1,242 @@
+"""PyTorch reference versions of the benchmarked models and train steps (eager, CPU).
+
+Written from the papers and the genrepair model docstrings, with the same layer shapes and
+parameter counts (``benchmarks.step`` asserts the counts at start-up). They exist only to
+time the same computation in another framework: the initialisation and padding details
+that do not change the arithmetic (e.g. where a transposed convolution's padding sits) are
+not matched, so outputs differ from genrepair's.
+
+Layout is PyTorch's NCHW. Needs ``torch`` (``pip install -e .[bench]``); nothing in
+``genrepair`` imports this module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks import flops
+
+
+def num_params(module: nn.Module) -> int:
+  """Trainable parameters (BatchNorm scale/shift included, running statistics not)."""
+  return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- DCGAN
+
+
+class DCGANGenerator(nn.Sequential):
+  """z [B, z_dim] -> image [B, C, 28, 28] in [-1, 1] (genrepair.models.dcgan.Generator)."""
+
+  def __init__(self, z_dim: int = 100, channels: int = 1, base: int = 64):
+    self.start_width = 2 * base
+    super().__init__(
+        nn.Linear(z_dim, 7 * 7 * 2 * base, bias=False),  # no bias before BatchNorm
+        nn.Unflatten(1, (2 * base, 7, 7)),
+        nn.BatchNorm2d(2 * base, eps=1e-5, momentum=0.1), nn.ReLU(),
+        nn.ConvTranspose2d(2 * base, base, 4, 2, 1, bias=False),  # 7 -> 14
+        nn.BatchNorm2d(base, eps=1e-5, momentum=0.1), nn.ReLU(),
+        nn.ConvTranspose2d(base, channels, 4, 2, 1),  # 14 -> 28
+        nn.Tanh())
+    for p in self.parameters():  # DCGAN Sec. 4: N(0, 0.02) weights.
+      if p.dim() > 1:
+        nn.init.normal_(p, std=0.02)
+
+
+class DCGANDiscriminator(nn.Sequential):
+  """image [B, C, 28, 28] -> logit [B] (genrepair.models.dcgan.Discriminator)."""
+
+  def __init__(self, channels: int = 1, base: int = 64):
+    super().__init__(
+        nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),  # 28 -> 14, no BatchNorm
+        nn.Conv2d(base, 2 * base, 4, 2, 1, bias=False),  # 14 -> 7
+        nn.BatchNorm2d(2 * base, eps=1e-5, momentum=0.1), nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(7 * 7 * 2 * base, 1), nn.Flatten(0))
+    for p in self.parameters():
+      if p.dim() > 1:
+        nn.init.normal_(p, std=0.02)
+
+
+class GANStep:
+  """genrepair.tasks.gan.GANTask.train_step in eager PyTorch: one D then one G update.
+
+  Non-saturating G loss, minimax D loss (on logits via softplus), Adam for both; G runs in
+  train mode to make the D update's fake batch (no gradient); the G update goes through
+  the updated D (its weights frozen, so no D weight gradient is computed, as in JAX).
+  """
+
+  def __init__(self, *, z_dim: int, channels: int, base: int, lr: float, b1: float,
+               b2: float, eps: float):
+    self.z_dim = z_dim
+    self.g = DCGANGenerator(z_dim, channels, base).train()
+    self.d = DCGANDiscriminator(channels, base).train()
+    self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(b1, b2), eps=eps)
+    self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(b1, b2), eps=eps)
+
+  def num_params(self) -> dict[str, int]:
+    return {"generator": num_params(self.g), "discriminator": num_params(self.d)}
+
+  def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One step on uint8 ``[B, C, H, W]`` real images; returns the metrics."""
+    real = images.float() / 127.5 - 1.0
+    b = real.shape[0]
+    with torch.no_grad():
+      fake = self.g(torch.randn(b, self.z_dim))
+    self.opt_d.zero_grad(set_to_none=True)
+    real_logits, fake_logits = self.d(real), self.d(fake)
+    d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    d_loss.backward()
+    self.opt_d.step()
+
+    self.opt_g.zero_grad(set_to_none=True)
+    self.d.requires_grad_(False)
+    g_loss = F.softplus(-self.d(self.g(torch.randn(b, self.z_dim)))).mean()
+    g_loss.backward()
+    self.opt_g.step()
+    self.d.requires_grad_(True)
+    with torch.no_grad():
+      return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+              "D(x)": torch.sigmoid(real_logits).mean(),
+              "D(G(z))": torch.sigmoid(fake_logits).mean(),
+              "d_grad_norm": _grad_norm(self.d), "g_grad_norm": _grad_norm(self.g)}
+
+
+# ----------------------------------------------------------------------- restoration
+
+
+class DnCNN(nn.Module):
+  """DnCNN (Zhang et al. 2017): ``y - R(y)``, R = Conv+ReLU, (depth-2) x Conv+BN+ReLU, Conv."""
+
+  def __init__(self, depth: int = 17, features: int = 64, channels: int = 1):
+    super().__init__()
+    layers = [nn.Conv2d(channels, features, 3, padding=1), nn.ReLU()]
+    for _ in range(depth - 2):
+      layers += [nn.Conv2d(features, features, 3, padding=1, bias=False),
+                 nn.BatchNorm2d(features, eps=1e-4, momentum=0.1), nn.ReLU()]
+    layers.append(nn.Conv2d(features, channels, 3, padding=1))
+    self.body = nn.Sequential(*layers)
+
+  def forward(self, y: torch.Tensor) -> torch.Tensor:
+    return y - self.body(y)
+
+
+class SRCNN(nn.Module):
+  """SRCNN (Dong et al. 2014) with edge-replicate padding before each valid convolution."""
+
+  def __init__(self, kernel_sizes: tuple[int, int, int] = (9, 1, 5),
+               features: tuple[int, int] = (64, 32), channels: int = 1):
+    super().__init__()
+    widths = (channels, *features, channels)
+    self.convs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], k)
+                               for i, k in enumerate(kernel_sizes))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    for i, conv in enumerate(self.convs):
+      p = conv.kernel_size[0] // 2
+      x = conv(F.pad(x, (p, p, p, p), mode="replicate") if p else x)
+      if i < len(self.convs) - 1:
+        x = F.relu(x)
+    return x
+
+
+class ESPCN(nn.Sequential):
+  """ESPCN (Shi et al. 2016): 5x5x64 tanh, 3x3x32 tanh, 3x3x(C r^2), pixel shuffle."""
+
+  def __init__(self, scale: int = 3, channels: int = 1):
+    super().__init__(
+        nn.Conv2d(channels, 64, 5, padding=2), nn.Tanh(),
+        nn.Conv2d(64, 32, 3, padding=1), nn.Tanh(),
+        nn.Conv2d(32, channels * scale * scale, 3, padding=1),
+        nn.PixelShuffle(scale))
+
+
+def rgb_to_y(x: torch.Tensor) -> torch.Tensor:
+  """BT.601 Y of RGB ``[B, 3, H, W]`` in [0, 1], rounded to 8 bits (as the JAX task)."""
+  w = torch.tensor([65.481, 128.553, 24.966]).view(1, 3, 1, 1) / 255.0
+  y = 16.0 / 255.0 + (x * w).sum(dim=1, keepdim=True)
+  return torch.floor(y * 255.0 + 0.5) / 255.0
+
+
+class RestorationStep:
+  """genrepair.tasks.restoration.RestorationTask.train_step in eager PyTorch.
+
+  The clean uint8 batch is converted (and reduced to Y when the model is 1-channel and the
+  data RGB), degraded on the fly, restored, and the L2 loss minimised with Adam.
+  Degradations: Gaussian noise (``sigma`` on the 0-255 scale, not clipped) or bicubic
+  down-sampling by ``scale`` with ``F.interpolate(mode='bicubic', antialias=True)``, an
+  approximation of the MATLAB ``imresize`` that genrepair implements (same kind of
+  separable filtering, not the same numbers), followed for SRCNN by bicubic up-sampling.
+  """
+
+  def __init__(self, model: nn.Module, *, channels: int, kind: str, sigma: float = 0.0,
+               scale: int = 1, sr_input: str | None = None, lr: float, b1: float,
+               b2: float, eps: float):
+    self.model = model.train()
+    self.channels, self.kind, self.sigma = channels, kind, sigma
+    self.scale, self.sr_input = scale, sr_input
+    self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(b1, b2), eps=eps)
+
+  def num_params(self) -> dict[str, int]:
+    return {"model": num_params(self.model)}
+
+  def degrade(self, clean: torch.Tensor) -> torch.Tensor:
+    if self.kind == "gaussian_noise":
+      return clean + self.sigma / 255.0 * torch.randn_like(clean)
+    h, w = clean.shape[-2:]
+    lr = F.interpolate(clean, size=(h // self.scale, w // self.scale), mode="bicubic",
+                       align_corners=False, antialias=True)
+    if self.sr_input == "lr":
+      return lr
+    return F.interpolate(lr, size=(h, w), mode="bicubic", align_corners=False)
+
+  def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One step on uint8 ``[B, C, H, W]`` clean patches; returns the metrics."""
+    clean = images.float() / 255.0
+    if clean.shape[1] != self.channels:
+      clean = rgb_to_y(clean)
+    with torch.no_grad():
+      x = self.degrade(clean)
+    self.opt.zero_grad(set_to_none=True)
+    out = self.model(x)
+    loss = F.mse_loss(out, clean)
+    loss.backward()
+    self.opt.step()
+    with torch.no_grad():
+      mse = (out.clamp(0, 1) - clean).square().mean(dim=(1, 2, 3))
+      return {"loss": loss.detach(), "psnr": (-10.0 * torch.log10(mse)).mean(),
+              "grad_norm": _grad_norm(self.model)}
+
+
+def _grad_norm(module: nn.Module) -> torch.Tensor:
+  grads = [p.grad for p in module.parameters() if p.grad is not None]
+  return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+# ----------------------------------------------------------------------- from config
+
+
+def make_step(model: str, config) -> GANStep | RestorationStep:
+  """The PyTorch train step of benchmark ``model`` for a genrepair experiment ``config``."""
+  mc = config.model
+  if model == "dcgan":
+    flops.check_dcgan_config(config)
+    base = {"mnist": 64, "mnist-small": 32}[mc.variant]
+    o = config.optim.d
+    return GANStep(z_dim=int(mc.z_dim), channels=int(mc.channels), base=base, lr=o.lr,
+                   b1=o.b1, b2=o.b2, eps=o.eps)
+  dc, o, c = config.degradation, config.optim, int(mc.channels)
+  if model == "dncnn":
+    depth = {"S": 17, "B": 20}[mc.variant]
+    net, sr_input = DnCNN(depth=depth, channels=c), None
+  elif model == "srcnn":
+    ks = tuple(int(k) for k in mc.variant.split("-"))
+    net, sr_input = SRCNN(kernel_sizes=ks, channels=c), "bicubic"
+  elif model == "espcn":
+    net, sr_input = ESPCN(scale=int(dc.scale), channels=c), "lr"
+  else:
+    raise ValueError(f"No PyTorch reference for model {model!r}.")
+  return RestorationStep(net, channels=c, kind=dc.kind, sigma=float(dc.sigma),
+                         scale=int(dc.scale), sr_input=sr_input, lr=o.lr, b1=o.b1, b2=o.b2,
+                         eps=o.eps)

@@ -1,0 +1,225 @@
+"""genrepair.models.conv: same outputs, gradients and parameters as the plain flax layers.
+
+For every convolution type the models use, ``conv.Conv`` / ``conv.ConvTranspose`` under
+``jit`` (default policy, and with the matmul weight gradient forced everywhere) against
+``flax.linen.Conv`` / ``ConvTranspose``: forward outputs within 1e-6, input and kernel/bias
+gradients within 1e-5 of the gradient's scale, identical initial parameters; on one device
+and with the batch sharded over the 8 simulated devices.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from genrepair import sharding
+from genrepair.models import conv
+from genrepair.models import dcgan
+
+MATMUL = functools.partial(conv.conv_general_dilated, wgrad="matmul")
+
+# name: (transposed?, layer fields, input shape [B, H, W, Cin]); odd sizes throughout.
+CASES = {
+    # DnCNN, EDSR, DRRN, U-Net / layers.ConvBlock: 3x3 'SAME', with and without bias.
+    "3x3_same": (False, dict(features=5, kernel_size=(3, 3), padding="SAME"), (2, 7, 9, 3)),
+    "3x3_same_nobias": (False, dict(features=5, kernel_size=(3, 3), padding="SAME",
+                                    use_bias=False), (2, 7, 9, 3)),
+    # SRCNN: 9x9 / 5x5 / 1x1, 'VALID' after edge padding (default) or 'SAME'.
+    "srcnn_9x9_valid": (False, dict(features=4, kernel_size=(9, 9), padding="VALID"),
+                        (2, 13, 15, 1)),
+    "srcnn_5x5_valid": (False, dict(features=1, kernel_size=(5, 5), padding="VALID"),
+                        (2, 7, 9, 3)),
+    "srcnn_9x9_same": (False, dict(features=4, kernel_size=(9, 9), padding="SAME"),
+                       (2, 7, 9, 1)),
+    "1x1": (False, dict(features=3, kernel_size=(1, 1), padding="VALID"), (2, 7, 9, 4)),
+    # ESPCN: 5x5 and 3x3 'SAME'.
+    "espcn_5x5_same": (False, dict(features=4, kernel_size=(5, 5), padding="SAME"),
+                       (2, 7, 9, 1)),
+    # DCGAN discriminator: 4x4 stride 2 'SAME', bias on the first layer only.
+    "dcgan_d_4x4_s2": (False, dict(features=4, kernel_size=(4, 4), strides=(2, 2),
+                                   padding="SAME"), (2, 7, 9, 3)),
+    "dcgan_d_4x4_s2_nobias": (False, dict(features=4, kernel_size=(4, 4), strides=(2, 2),
+                                          padding="SAME", use_bias=False), (2, 7, 9, 3)),
+    # DCGAN generator: transposed 4x4 stride 2 'SAME'.
+    "dcgan_g_t4x4_s2": (True, dict(features=4, kernel_size=(4, 4), strides=(2, 2),
+                                   padding="SAME", use_bias=False), (2, 7, 9, 3)),
+    "dcgan_g_t4x4_s2_bias": (True, dict(features=1, kernel_size=(4, 4), strides=(2, 2),
+                                        padding="SAME"), (2, 7, 9, 3)),
+    # U-Net up-convolution: transposed 2x2 stride 2 (flax's default padding, and 'VALID').
+    "unet_t2x2_s2": (True, dict(features=4, kernel_size=(2, 2), strides=(2, 2)),
+                     (2, 7, 9, 6)),
+    "t2x2_s2_valid": (True, dict(features=4, kernel_size=(2, 2), strides=(2, 2),
+                                 padding="VALID"), (2, 7, 9, 3)),
+    # Beyond the models: overlapping odd kernels, explicit padding, kernel dilation, 1-D.
+    "t3x3_s2_valid": (True, dict(features=4, kernel_size=(3, 3), strides=(2, 2),
+                                 padding="VALID"), (2, 7, 9, 3)),
+    "t3x3_explicit_dilated": (True, dict(features=4, kernel_size=(3, 3), strides=(2, 1),
+                                         padding=((1, 2), (0, 1)), kernel_dilation=(1, 2)),
+                              (2, 7, 9, 3)),
+    "3x3_s2_explicit_dilated": (False, dict(features=4, kernel_size=(3, 3), strides=(2, 3),
+                                            padding=((2, 0), (1, 3)),
+                                            kernel_dilation=(2, 1)), (2, 7, 9, 3)),
+    "t1d_4_s2_same": (True, dict(features=4, kernel_size=(4,), strides=(2,), padding="SAME"),
+                      (2, 7, 3)),
+}
+
+SHARDED = ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2", "unet_t2x2_s2"]
+
+
+def _layers(name):
+  """(plain flax layer, conv layer with the default policy, conv layer forcing matmuls)."""
+  transposed, fields, _ = CASES[name]
+  if transposed:
+    return (nn.ConvTranspose(**fields), conv.ConvTranspose(**fields),
+            conv.ConvTranspose(**fields, conv_general_dilated=MATMUL))
+  return nn.Conv(**fields), conv.Conv(**fields), conv.Conv(**fields, conv_general_dilated=MATMUL)
+
+
+def _value_and_grads(layer):
+  """jit(params, x, cotangent) -> (y, d<y, c>/dparams, d<y, c>/dx)."""
+
+  def loss(params, x, c):
+    y = layer.apply({"params": params}, x)
+    return jnp.sum(y * c), y
+
+  def fn(params, x, c):
+    (_, y), (g_params, g_x) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        params, x, c)
+    return y, g_params, g_x
+
+  return jax.jit(fn)
+
+
+def _inputs(name, layer):
+  x = jax.random.normal(jax.random.key(1), CASES[name][2])
+  params = layer.init(jax.random.key(0), x)["params"]
+  # Non-zero bias so that the forward check covers it.
+  params = jax.tree.map(lambda p: p + 0.1 if p.ndim == 1 else p, params)
+  c = jax.random.normal(jax.random.key(2), jax.eval_shape(layer.apply, {"params": params},
+                                                          x).shape)
+  return params, x, c
+
+
+def _assert_close(got, want, rtol, what):
+  """Every leaf within ``rtol`` times the leaf's max |value| (and 1e-7 absolute)."""
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+    assert g.shape == w.shape, what
+    scale = max(float(np.max(np.abs(w))), 1e-7)
+    err = float(np.max(np.abs(g - w)))
+    assert err <= rtol * scale, f"{what}: max error {err:.3g}, scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_flax(name):
+  plain, fast, matmul = _layers(name)
+  x = jax.random.normal(jax.random.key(1), CASES[name][2])
+  # Same parameter names, shapes and initial values (same RNG use) as flax.
+  want_init = plain.init(jax.random.key(0), x)
+  for layer in (fast, matmul):
+    got_init = layer.init(jax.random.key(0), x)
+    assert jax.tree.structure(got_init) == jax.tree.structure(want_init)
+    _assert_close(got_init, want_init, 0.0, f"{name} init")
+  params, x, c = _inputs(name, plain)
+  y_ref, gp_ref, gx_ref = _value_and_grads(plain)(params, x, c)
+  assert float(np.max(np.abs(np.asarray(gx_ref)))) > 0.1  # a real check, not zeros
+  for label, layer in (("auto", fast), ("matmul", matmul)):
+    y, gp, gx = _value_and_grads(layer)(params, x, c)
+    _assert_close(y, y_ref, 1e-6, f"{name} {label} forward")
+    _assert_close(gx, gx_ref, 1e-5, f"{name} {label} input gradient")
+    _assert_close(gp, gp_ref, 1e-5, f"{name} {label} parameter gradients")
+
+
+@pytest.mark.parametrize("name", SHARDED)
+def test_batch_sharded_over_8_devices(name):
+  assert jax.device_count() == 8
+  mesh = sharding.make_mesh({"data": -1})
+  plain, fast, matmul = _layers(name)
+  params, x, c = _inputs(name, plain)
+  x, c = (jnp.concatenate([a] * 4) for a in (x, c))  # batch 8
+  y_ref, gp_ref, gx_ref = _value_and_grads(plain)(params, x, c)
+  batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  x_s, c_s = jax.device_put(x, batch), jax.device_put(c, batch)
+  params_s = jax.device_put(params, sharding.replicated(mesh))
+  for label, layer in (("auto", fast), ("matmul", matmul)):
+    y, gp, gx = _value_and_grads(layer)(params_s, x_s, c_s)
+    assert y.sharding.is_equivalent_to(batch, y.ndim)
+    _assert_close(y, y_ref, 1e-6, f"{name} {label} sharded forward")
+    _assert_close(gx, gx_ref, 1e-5, f"{name} {label} sharded input gradient")
+    _assert_close(gp, gp_ref, 1e-5, f"{name} {label} sharded parameter gradients")
+
+
+def test_policy_selects_matmul_weight_gradient_for_transposed_convs_only():
+  x = jnp.ones((1, 5, 5, 2))
+
+  def uses_custom_vjp(layer):
+    params = layer.init(jax.random.key(0), x)
+    return "custom_vjp" in str(jax.make_jaxpr(lambda p: layer.apply(p, x))(params))
+
+  assert uses_custom_vjp(conv.ConvTranspose(3, (4, 4), strides=(2, 2)))
+  assert not uses_custom_vjp(conv.Conv(3, (3, 3)))  # XLA's own rule is faster here
+  assert not uses_custom_vjp(conv.Conv(3, (4, 4), strides=(2, 2)))
+  assert uses_custom_vjp(conv.Conv(3, (3, 3), conv_general_dilated=MATMUL))
+  assert not uses_custom_vjp(conv.ConvTranspose(
+      3, (4, 4), strides=(2, 2),
+      conv_general_dilated=functools.partial(conv.conv_general_dilated, wgrad="xla")))
+
+
+def test_bfloat16_gradients_keep_dtypes():
+  x = jax.random.normal(jax.random.key(1), (2, 7, 9, 3), jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(2), (4, 4, 3, 4), jnp.bfloat16)
+  dn = ("NHWC", "HWIO", "NHWC")
+
+  def loss(fn):
+    return lambda x, w: jnp.sum(fn(x, w, (1, 1), ((2, 2), (2, 2)), (2, 2), None,
+                                   dn).astype(jnp.float32))
+
+  gx, gw = jax.jit(jax.grad(loss(MATMUL), (0, 1)))(x, w)
+  rx, rw = jax.jit(jax.grad(loss(lax.conv_general_dilated), (0, 1)))(x, w)
+  assert gx.dtype == gw.dtype == jnp.bfloat16
+  _assert_close(gx, rx, 1e-2, "bf16 input gradient")
+  _assert_close(gw, rw, 1e-2, "bf16 weight gradient")
+
+
+def test_dcgan_generator_gradients_match_plain_flax(monkeypatch):
+  gen = dcgan.Model(variant="mnist-small").generator
+  z = jax.random.normal(jax.random.key(0), (4, 100))
+  variables = gen.init(jax.random.key(1), z, train=False)
+
+  def grads(params):
+    def loss(p):
+      y, _ = gen.apply({**variables, "params": p}, z, train=True, mutable=["batch_stats"])
+      return jnp.sum(y * jnp.linspace(-1.0, 1.0, y.size).reshape(y.shape))
+    return jax.jit(jax.grad(loss))(params)
+
+  fast = grads(variables["params"])
+  monkeypatch.setattr(conv, "ConvTranspose", nn.ConvTranspose)  # plain flax layers
+  plain = grads(variables["params"])
+  assert jax.tree.structure(fast) == jax.tree.structure(plain)
+  _assert_close(fast, plain, 1e-5, "DCGAN generator gradients")
+
+
+def test_errors():
+  x, w = jnp.ones((1, 5, 5, 4)), jnp.ones((3, 3, 2, 4))
+  dn = ("NHWC", "HWIO", "NHWC")
+  with pytest.raises(ValueError, match="feature_group_count"):
+    conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn,
+                              feature_group_count=2)
+  with pytest.raises(ValueError, match="channels-last"):
+    conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NCHW", "OIHW",
+                                                                        "NCHW"))
+  with pytest.raises(ValueError, match="channels-last"):
+    conv.conv_general_dilated(x, w, (1, 1), "SAME")
+  with pytest.raises(ValueError, match="wgrad"):
+    conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn, wgrad="fast")
+  with pytest.raises(ValueError, match="lhs_dilation"):
+    conv.conv_general_dilated(x, w, (1, 1), "SAME", (2, 2), dimension_numbers=dn)
+  with pytest.raises(ValueError, match="feature_group_count"):
+    conv.Conv(4, (3, 3), feature_group_count=2).init(jax.random.key(0), x)
+  with pytest.raises(ValueError, match="CIRCULAR"):
+    conv.ConvTranspose(4, (3, 3), padding="CIRCULAR").init(jax.random.key(0), x)

@@ -1,0 +1,158 @@
+"""GAN objectives selected by config: the gradient penalty against finite differences,
+spectral norm's sigma against an SVD, n_critic, lazy R1, generator EMA, 2-step runs of the
+WGAN-GP / SNGAN / LSGAN experiments."""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genrepair import models, sharding, train
+from genrepair.tasks import gan
+from tests.conftest import REPO
+
+
+def _experiment(name, arg=None):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def _small(name, **train_kw):
+  c = _experiment(name)
+  c.model.variant = "mnist-small"
+  c.train.batch_size = 16 * c.train.n_critic
+  c.train.log_every = 1
+  c.train.sample_every = 1000
+  c.train.checkpoint_every = 1000
+  c.eval.num, c.eval.kid_subsets = 100, 2
+  for k, v in train_kw.items():
+    c.train[k] = v
+  return c
+
+
+def _first_batch(config):
+  return next(train.make_train_iterator(config))
+
+
+def test_input_gradient_norms_match_finite_differences():
+  pair = models.get("dcgan")(variant="mnist-small", d_norm="none")
+  d = pair.discriminator
+  x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1), minval=-1, maxval=1)
+  params = d.init(jax.random.key(1), x, train=False)
+  score = lambda v: d.apply(params, v, train=False)  # [B]
+  got = np.sqrt(np.asarray(gan.input_gradient_sq_norms(score, x)))
+  # Central differences, every pixel of each example, in one batched call.
+  h = 1e-2
+  eye = np.eye(784, dtype=np.float32).reshape(784, 28, 28, 1) * h
+  for i in range(2):
+    plus = np.asarray(score(x[i][None] + eye))
+    minus = np.asarray(score(x[i][None] - eye))
+    fd = (plus - minus) / (2 * h)  # [784]
+    np.testing.assert_allclose(got[i], np.linalg.norm(fd), rtol=2e-3)
+  assert np.all(got > 0)
+
+
+def test_wgan_gp_step_terms_from_independent_computation(tfds_dir):
+  del tfds_dir
+  c = _small("wgan_gp_mnist", n_critic=1)
+  c.train.batch_size = 16
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
+  batch = _first_batch(c)
+  s0 = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  _, m = jax.jit(task.train_step)(s0, sharding.to_global(batch, mesh), train_rng)
+  # The step's keys: latents from k_zd, interpolation weights from fold_in(k_zd, 1).
+  k_zd, _ = jax.random.split(jax.random.fold_in(train_rng, 0))
+  fake, _ = task.generator.apply({"params": s0.g_params, "batch_stats": s0.g_batch_stats},
+                                 task.latents(k_zd, 16), train=True, mutable=["batch_stats"])
+  real = batch["image"].astype(np.float32) / 127.5 - 1
+  eps = jax.random.uniform(jax.random.fold_in(k_zd, 1), (16, 1, 1, 1))
+  x_hat = eps * real + (1 - eps) * fake
+  d_vars = {"params": s0.d_params, "batch_stats": s0.d_batch_stats}
+  score = lambda v: task.discriminator.apply(d_vars, v, train=False)
+  norms = np.sqrt(np.asarray(gan.input_gradient_sq_norms(score, x_hat), np.float64))
+  np.testing.assert_allclose(m["gradient_penalty"], np.mean((norms - 1) ** 2), rtol=1e-4)
+  r, f = np.asarray(score(real), np.float64), np.asarray(score(fake), np.float64)
+  np.testing.assert_allclose(m["d_wasserstein"], np.mean(f - r), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(m["d_loss"], m["d_wasserstein"] + 10 * m["gradient_penalty"],
+                             rtol=1e-5)
+
+
+def test_spectral_norm_sigma_matches_svd():
+  pair = models.get("dcgan")(variant="mnist-small", d_norm="none", spectral_norm=True)
+  d = pair.discriminator
+  x = jnp.zeros((2, 28, 28, 1))
+  variables = d.init(jax.random.key(0), x, train=False)
+  update = jax.jit(lambda st: d.apply({"params": variables["params"], "batch_stats": st}, x,
+                                      train=True, mutable=["batch_stats"])[1]["batch_stats"])
+  stats = variables["batch_stats"]
+  # Power iteration, one per training call. The top two singular values of down1's
+  # reshaped kernel are close (1.2402 vs 1.2342), so it needs ~500 calls to reach 1e-5.
+  for _ in range(1000):
+    stats = update(stats)
+  params = variables["params"]
+  for name, kernel in (("down0", params["down0"]["kernel"]),
+                       ("down1", params["down1"]["kernel"]),
+                       ("logit", params["logit"]["kernel"])):
+    sigma = float(stats[f"sn_{name}"][f"{name}/kernel/sigma"])
+    want = np.linalg.svd(np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1]),
+                         compute_uv=False)[0]
+    np.testing.assert_allclose(sigma, want, rtol=1e-4, err_msg=name)
+  # The normalised layer's weight has spectral norm 1: scaling W scales nothing.
+  big = jax.tree.map(lambda a: a * 3.0, params)
+  out = d.apply({"params": params, "batch_stats": stats}, x + 0.3, train=False)
+  out_big = d.apply({"params": big, "batch_stats": stats}, x + 0.3, train=False)
+  # Only the biases differ in effect (x3); with zero-initialised biases the two agree.
+  np.testing.assert_allclose(out, out_big, rtol=1e-5, atol=1e-6)
+
+
+def test_n_critic_lazy_r1_and_ema(tfds_dir):
+  del tfds_dir
+  c = _small("lsgan_mnist")
+  c.train.batch_size = 32
+  c.train.n_critic = 2
+  c.train.r1_every = 4
+  c.losses.d.r1_penalty = 0.5
+  mesh = sharding.make_mesh({"data": -1})
+  with pytest.raises(ValueError, match="n_critic=3 must be >= 1 and divide"):
+    bad = _small("lsgan_mnist")
+    bad.train.batch_size, bad.train.n_critic = 32, 3
+    train.build(bad, mesh)
+  task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
+  step = jax.jit(task.train_step)
+  batch = sharding.to_global(_first_batch(c), mesh)
+  s0 = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  s1, m1 = step(s0, batch, train_rng)
+  s2, m2 = step(s1, batch, train_rng)
+  # Two D updates and one G update per step (Adam's update counters).
+  assert int(s1.d_opt_state[0].count) == 2 and int(s1.g_opt_state[0].count) == 1
+  # Lazy R1: evaluated on step 0 with weight 0.5 * 4, skipped (0) on step 1.
+  assert m1["r1_penalty"] > 0 and float(m2["r1_penalty"]) == 0.0
+  np.testing.assert_allclose(m1["d_loss"], m1["d_least_squares"] + 2.0 * m1["r1_penalty"],
+                             rtol=1e-5)
+  np.testing.assert_allclose(m2["d_loss"], m2["d_least_squares"], rtol=1e-6)
+  # EMA: ema_1 = d ema_0 + (1 - d) params_1, with ema_0 = the initial weights.
+  d = 0.999
+  want = jax.tree.map(lambda e, p: d * np.asarray(e) + (1 - d) * np.asarray(p),
+                      s0.g_params, s1.g_params)
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(s1.g_ema_params)):
+    np.testing.assert_allclose(np.asarray(b), a, rtol=1e-6, atol=1e-7)
+  # Sampling uses the EMA weights.
+  z = task.latents(jax.random.key(5), 4)
+  ema_out = task.generator.apply({"params": s2.g_ema_params, "batch_stats": s2.g_batch_stats},
+                                 z, train=False)
+  np.testing.assert_allclose(task.sample(s2, z), ema_out, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["wgan_gp_mnist", "sngan_mnist", "lsgan_mnist"])
+def test_two_steps_of_each_gan_experiment(name, tfds_dir, tmp_path):
+  del tfds_dir
+  c = _small(name, num_steps=2)
+  r = train.run(c, str(tmp_path / name))
+  assert r["step"] == 2 and np.isfinite(r["metrics"]["d_loss"])
+  assert os.path.isfile(tmp_path / name / "samples" / "final.png")
