@@ -142,8 +142,18 @@ def _main(argv: list[str]) -> None:
     from genrepair import evaluate, sampling  # pylint: disable=import-outside-toplevel
     task, state, step, config = sampling.load_run(_WORKDIR.value, _STEP.value)
     if not hasattr(task, "eval_protocol"):
-      raise app.UsageError(f"eval needs a restoration run; {_WORKDIR.value} is a"
-                           f" {config.task!r} run.")
+      if not hasattr(task, "evaluate") or "eval" not in config:
+        raise app.UsageError(f"{_WORKDIR.value} is a {config.task!r} run whose config has no"
+                             " evaluation.")
+      # The task's own metrics (FID/KID/IS-digits, NLL, accuracy, cycle error).
+      results = task.evaluate(state, config)
+      path = os.path.join(_WORKDIR.value, "eval", f"step_{step:07d}.json")
+      evaluate.write(results, path)
+      for k, v in results.items():
+        if isinstance(v, (int, float)):
+          print(f"{k:<20} {v:.6g}")
+      print(f"step {step}; written to {path}")
+      return
     if _DATASET.value:
       config.eval.dataset = _DATASET.value
     results = evaluate.evaluate(task, state, config, limit=_LIMIT.value)

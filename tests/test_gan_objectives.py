@@ -156,3 +156,23 @@ def test_two_steps_of_each_gan_experiment(name, tfds_dir, tmp_path):
   r = train.run(c, str(tmp_path / name))
   assert r["step"] == 2 and np.isfinite(r["metrics"]["d_loss"])
   assert os.path.isfile(tmp_path / name / "samples" / "final.png")
+
+
+def test_eval_cli_on_a_gan_run_gives_fid_digits(tfds_dir, tmp_path):
+  """`launch.py eval` on a GAN run: the task's own metrics, same numbers as the run's end."""
+  del tfds_dir
+  import json  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  from tests.conftest import CACHE_DIR  # pylint: disable=import-outside-toplevel
+  c = _small("sngan_mnist", num_steps=1)
+  workdir = str(tmp_path / "sn")
+  r = train.run(c, workdir)
+  env = dict(os.environ, GENREPAIR_JAX_CACHE=CACHE_DIR, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "launch.py", "eval", "--workdir", workdir], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert "fid_digits" in out.stdout
+  again = json.load(open(os.path.join(workdir, "eval", "step_0000001.json")))
+  np.testing.assert_allclose(again["fid_digits"], r["metrics"]["eval/fid_digits"], rtol=1e-6)
+  assert again["fid_digits"] > 100  # one step from random init: far from the digits
