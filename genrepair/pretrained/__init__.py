@@ -3,13 +3,14 @@ r"""Shipped restoration models: ``launch.py restore IN -o OUT --model NAME``.
 Each model is one ``.npz`` written by ``launch.py export`` (arrays only, no pickle: the
 parameters, BatchNorm statistics and the run's config; see :mod:`genrepair.restore`),
 installed with the package (``pyproject.toml`` package data). The numbers are the source
-run's ``launch.py eval`` results (``experiments/README.md``); both are CPU-budget runs
+run's ``launch.py eval`` results (``experiments/README.md``); all are CPU-budget runs
 (ESPCN: published Set5 32.55 dB; DnCNN-S: published BSD68 29.23 dB, far above this one).
 
 | name | task | source run | measured |
 |---|---|---|---|
 | ``espcn_x3`` | x3 SR, 1 channel (Y) | ``espcn_x3.py:runlocal``, T91, 15,000 steps | Set5 32.25 dB, Set14 28.90 dB |
 | ``dncnn_s25_gray`` | denoising, sigma 25, gray | ``dncnn_sigma25.py:runlocal``, Train400, 1,500 steps | BSD68 26.83 dB (input 20.48) |
+| ``inpaint_unet_gray`` | inpainting, gray, mask = white holes | ``inpaint_irregular.py:runlocal``, Train400 + stroke masks, 3,000 steps | Set12 with NVIDIA masks (20-30% holes) 24.50 dB (biharmonic 23.71, input 12.47) |
 
 Files: ``<name>.npz`` in this folder. SR numbers are Y-channel PSNR with a 3-pixel shave;
 on RGB images ``espcn_x3`` super-resolves Y and upscales Cb/Cr bicubically. Denoising
@@ -19,6 +20,7 @@ Re-create a file (the source runs live under ``runs/``, not in the repository):
 
   python launch.py export --workdir runs/espcn_x3_cpu -o genrepair/pretrained/espcn_x3.npz
   python launch.py export --workdir runs/dncnn_s25_cpu -o genrepair/pretrained/dncnn_s25_gray.npz
+  python launch.py export --workdir runs/inpaint_cpu -o genrepair/pretrained/inpaint_unet_gray.npz
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ MODELS: dict[str, tuple[str, str]] = {
     "dncnn_s25_gray": (
         "dncnn_s25_gray.npz",
         "DnCNN-S Gaussian denoising at sigma 25, grayscale; CPU run, BSD68 26.83 dB."),
+    "inpaint_unet_gray": (
+        "inpaint_unet_gray.npz",
+        "U-Net inpainting (16 wide, 3 levels), grayscale, --mask white = hole; CPU run,"
+        " Set12 + NVIDIA masks 24.50 dB (biharmonic 23.71)."),
 }
 
 
