@@ -24,6 +24,7 @@ from genrepair.losses.adversarial import (d_hinge, d_least_squares, d_minimax, d
                                          g_hinge, g_least_squares, g_minimax,
                                          g_nonsaturating, g_wasserstein, gradient_penalty,
                                          r1_penalty)
+from genrepair.losses.likelihood import bernoulli_nll, gaussian_nll, kl_normal, logistic_nll
 from genrepair.losses.pixel import charbonnier, l1, l2, ssim
 
 LossFn = Callable[..., jax.Array]
@@ -44,6 +45,10 @@ REGISTRY: dict[str, LossFn] = {
     "l2": l2,
     "charbonnier": charbonnier,
     "ssim": ssim,
+    "bernoulli_nll": bernoulli_nll,
+    "gaussian_nll": gaussian_nll,
+    "logistic_nll": logistic_nll,
+    "kl_normal": kl_normal,
 }
 
 
@@ -140,4 +145,5 @@ def evaluate(weights: Mapping[str, float], **inputs: Any) -> tuple[jax.Array,
 __all__ = ["REGISTRY", "get", "check_weights", "combine", "evaluate",
            "d_minimax", "g_minimax", "g_nonsaturating", "d_wasserstein", "g_wasserstein",
            "gradient_penalty", "r1_penalty", "d_hinge", "g_hinge", "d_least_squares",
-           "g_least_squares", "l1", "l2", "charbonnier", "ssim"]
+           "g_least_squares", "l1", "l2", "charbonnier", "ssim", "bernoulli_nll",
+           "gaussian_nll", "logistic_nll", "kl_normal"]

@@ -18,6 +18,7 @@ from genrepair.models import encdec
 from genrepair.models import espcn
 from genrepair.models import srcnn
 from genrepair.models import unet
+from genrepair.models import vae
 
 REGISTRY: dict[str, Callable] = {
     "cyclegan": cyclegan.Model,
@@ -30,6 +31,7 @@ REGISTRY: dict[str, Callable] = {
     "espcn": espcn.Model,
     "srcnn": srcnn.Model,
     "unet": unet.Model,
+    "vae": vae.Model,
 }
 
 

@@ -13,9 +13,10 @@ from genrepair.tasks.classifier import ClassifierTask
 from genrepair.tasks.cyclegan import CycleGANTask
 from genrepair.tasks.gan import GANTask
 from genrepair.tasks.restoration import RestorationTask
+from genrepair.tasks.vae import VAETask
 
 REGISTRY = {"classifier": ClassifierTask, "cyclegan": CycleGANTask, "gan": GANTask,
-            "restoration": RestorationTask}
+            "restoration": RestorationTask, "vae": VAETask}
 
 
 def get(name: str):
