@@ -57,17 +57,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # -ELBO = recon + beta * KL; beta = the kl_normal weight (Higgins et al. 2017: beta > 1).
   c.losses = ml_collections.ConfigDict(dict(bernoulli_nll=1.0, kl_normal=1.0))
 
-  # Adam 1e-3 (Kingma & Ba 2015), x0.3 for the last quarter of the steps.
+  # Adam 1e-3 (Kingma & Ba 2015), x0.3 for the last fifth of the steps.
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-      schedule="piecewise", boundaries=[7500], decay=0.3))
+      schedule="piecewise", boundaries=[12000], decay=0.3))
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=128,
-      num_steps=10000,  # 256 epochs of the 5,000 digits
+      num_steps=15000,  # 384 epochs of the 5,000 digits
       log_every=100,
-      sample_every=2000,
-      checkpoint_every=2000,
+      sample_every=2500,
+      checkpoint_every=2500,
       keep_checkpoints=2,
   ))
   # Test NLL at the end of training (VAETask.evaluate): IWAE-k on the 10,000 MNIST test

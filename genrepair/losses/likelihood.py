@@ -35,9 +35,18 @@ def _check(name: str, **arrays: jax.Array) -> None:
     raise ValueError(f"{name}: {sorted(shapes)} must have one shape [B, ...]; got {shapes}.")
 
 
+def _flat(v: jax.Array) -> jax.Array:
+  """``[B, ...] -> [B, D]``.
+
+  The element-wise work is done on the flat arrays: on XLA:CPU the same fusion over
+  ``[B, 28, 28, 1]`` (a trailing axis of 1) measured ~5x slower than over ``[B, 784]``.
+  """
+  return v.reshape(v.shape[0], -1)
+
+
 def _sum(v: jax.Array) -> jax.Array:
   """Sum over all axes but the first: ``[B, ...] -> [B]``."""
-  return jnp.sum(v.reshape(v.shape[0], -1), axis=1)
+  return jnp.sum(_flat(v), axis=1)
 
 
 def _softplus(v: jax.Array) -> jax.Array:
@@ -68,7 +77,8 @@ def bernoulli_log_likelihood(*, logits: jax.Array, x: jax.Array) -> jax.Array:
     ValueError: shape mismatch.
   """
   _check("bernoulli_log_likelihood", logits=logits, x=x)
-  return _sum(x * logits - _softplus(logits))
+  logits, x = _flat(logits), _flat(x)
+  return jnp.sum(x * logits - _softplus(logits), axis=1)
 
 
 def gaussian_log_likelihood(*, mean: jax.Array, log_scale: jax.Array,
@@ -92,6 +102,7 @@ def gaussian_log_likelihood(*, mean: jax.Array, log_scale: jax.Array,
     ValueError: shape mismatch.
   """
   _check("gaussian_log_likelihood", mean=mean, log_scale=log_scale, x=x)
+  mean, log_scale, x = _flat(mean), _flat(log_scale), _flat(x)
   return _sum(-0.5 * jnp.square((x - mean) * jnp.exp(-log_scale)) - log_scale
               - 0.5 * _LOG_2PI)
 
@@ -143,6 +154,7 @@ def discretized_logistic_log_likelihood(*, mean: jax.Array, log_scale: jax.Array
   _check("discretized_logistic_log_likelihood", mean=mean, log_scale=log_scale, x=x)
   if num_bins < 2:
     raise ValueError(f"num_bins must be >= 2, got {num_bins}.")
+  mean, log_scale, x = _flat(mean), _flat(log_scale), _flat(x)
   half = 1.0 / (num_bins - 1)
   inv_s = jnp.exp(-jnp.maximum(log_scale, min_log_scale))
   centred = x - mean
