@@ -3,8 +3,9 @@ r"""Convolution timings on this machine: XLA's rules vs. ``genrepair.models.conv
 Two parts (median of ``--reps`` runs after compilation, one process, one CPU device):
 
 - ``layers``: per layer type of the models, the forward convolution, XLA's input gradient,
-  XLA's weight gradient and the per-tap matmul weight gradient of
-  :func:`genrepair.models.conv.weight_grad`.
+  XLA's weight gradient, the per-tap matmul weight gradient of
+  :func:`genrepair.models.conv.weight_grad` and XLA's weight gradient summed over batch
+  chunks of 1, 2, 4 and 8 images (:func:`genrepair.models.conv.split_weight_grad`).
 - ``steps``: the full train step (``task.train_step`` under ``jit``) of DnCNN-S
   (``experiments/dncnn_sigma25.py``, batch 32 of 40x40) and of the DCGAN
   (``experiments/dcgan_mnist.py``, batch 64) with the models' convolutions as plain
@@ -89,7 +90,9 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
 
 def bench_layers(names: list[str], reps: int) -> None:
   """Prints forward / input-grad / weight-grad (XLA and matmul) times per layer."""
-  print(f"{'layer':32s} {'fwd':>8s} {'dx xla':>8s} {'dW xla':>8s} {'dW mm':>8s}  (ms)")
+  chunks = (1, 2, 4, 8)
+  print(f"{'layer':32s} {'fwd':>8s} {'dx xla':>8s} {'dW xla':>8s} {'dW mm':>8s} "
+        + " ".join(f"{'split ' + str(c):>8s}" for c in chunks) + "  (ms)")
   for name in names or LAYERS:
     x_shape, k_shape, strides, pads, lhs_dil = LAYERS[name]
     x = jax.random.normal(jax.random.key(0), x_shape)
@@ -106,6 +109,12 @@ def bench_layers(names: list[str], reps: int) -> None:
     f_mm = jax.jit(lambda x, g, k=k_shape[:2]: conv.weight_grad(cfg, x, g, k))
     row = [median_ms(lambda: f_fwd(x, w), reps), median_ms(lambda: f_dx(x, w, g), reps),
            median_ms(lambda: f_dw(x, w, g), reps), median_ms(lambda: f_mm(x, g), reps)]
+    for c in chunks:
+      if lhs_dil != (1, 1) or x_shape[0] % c or x_shape[0] == c:
+        row.append(float("nan"))
+        continue
+      f_split = jax.jit(lambda x, w, g, c=c: conv.split_weight_grad(cfg, x, g, w, c))
+      row.append(median_ms(lambda: f_split(x, w, g), reps))
     print(f"{name:32s} " + " ".join(f"{t:8.1f}" for t in row), flush=True)
 
 

@@ -223,3 +223,83 @@ def test_errors():
     conv.Conv(4, (3, 3), feature_group_count=2).init(jax.random.key(0), x)
   with pytest.raises(ValueError, match="CIRCULAR"):
     conv.ConvTranspose(4, (3, 3), padding="CIRCULAR").init(jax.random.key(0), x)
+
+
+# The 'split' weight gradient (XLA's rule summed over interleaved batch chunks): layers
+# wide enough for the default policy to pick it (Cin, Cout >= SPLIT_MIN_CHANNELS).
+SPLIT_CASES = {
+    "3x3_same_16": (dict(features=16, kernel_size=(3, 3), padding="SAME"), (16, 9, 7, 16)),
+    "4x4_s2_32": (dict(features=32, kernel_size=(4, 4), strides=(2, 2), padding="SAME",
+                       use_bias=False), (16, 9, 7, 16)),
+}
+
+
+def test_split_chunk_sizes():
+  dncnn = ((32, 40, 40, 64), (3, 3, 64, 64))  # 1,600 pixels per image
+  assert conv.split_chunk(*dncnn, device_count=1) == 2  # 4096 // 1600 images
+  assert conv.split_chunk(*dncnn, device_count=8) == 16  # 2 images on each of 8 devices
+  assert conv.split_chunk(*dncnn, device_count=32) is None  # one chunk only
+  assert conv.split_chunk((32, 40, 40, 64), (3, 3, 64, 1), device_count=1) is None
+  assert conv.split_chunk((32, 40, 40, 1), (3, 3, 1, 64), device_count=1) is None
+  assert conv.split_chunk((8, 128, 128, 32), (3, 3, 32, 32), device_count=1) == 1
+  # 4 images would fit (4096 // 1024) but do not divide 30: the largest k that does.
+  assert conv.split_chunk((30, 32, 32, 64), (3, 3, 64, 64), device_count=1) == 3
+  assert conv.split_chunk((6, 40, 40, 64), (3, 3, 64, 64), device_count=4) is None
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_CASES))
+def test_split_weight_gradient_matches_flax(name):
+  fields, shape = SPLIT_CASES[name]
+  plain, fast = nn.Conv(**fields), conv.Conv(**fields)
+  x = jax.random.normal(jax.random.key(1), shape)
+  params = plain.init(jax.random.key(0), x)["params"]
+  assert conv.split_chunk(x.shape, params["kernel"].shape) == 8  # 2 chunks of 8 rows
+
+  def uses_split(layer):
+    return "_split_conv" in str(jax.make_jaxpr(lambda p: layer.apply({"params": p}, x))(
+        params))
+
+  assert uses_split(fast) and not uses_split(plain)
+  c = jax.random.normal(jax.random.key(2), jax.eval_shape(plain.apply, {"params": params},
+                                                          x).shape)
+  y_ref, gp_ref, gx_ref = _value_and_grads(plain)(params, x, c)
+  y, gp, gx = _value_and_grads(fast)(params, x, c)
+  _assert_close(y, y_ref, 0.0, f"{name} forward")  # the same XLA convolution
+  _assert_close(gx, gx_ref, 0.0, f"{name} input gradient")  # XLA's own rule
+  _assert_close(gp, gp_ref, 1e-5, f"{name} parameter gradients")
+  # One chunk's gradient alone is far from the whole (the test sees every chunk).
+  cfg = conv._Config((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), None)  # pylint: disable=protected-access
+  if name == "3x3_same_16":
+    half = conv.split_weight_grad(cfg, x[::2], c[::2], params["kernel"], 8)
+    assert float(jnp.max(jnp.abs(half - gp_ref["kernel"]))) > 0.1
+  with pytest.raises(ValueError, match="does not divide"):
+    conv.split_weight_grad(cfg, x, c, params["kernel"], 5)
+
+  # Batch sharded over the 8 devices: same numbers, rows never move between devices
+  # (no all-gather / all-to-all / permute), the gradients reduced across devices.
+  mesh = sharding.make_mesh({"data": -1})
+  batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  args = (jax.device_put(params, sharding.replicated(mesh)), jax.device_put(x, batch),
+          jax.device_put(c, batch))
+  y, gp, gx = _value_and_grads(fast)(*args)
+  _assert_close(gp, gp_ref, 1e-5, f"{name} sharded parameter gradients")
+  _assert_close(gx, gx_ref, 1e-6, f"{name} sharded input gradient")
+  hlo = _value_and_grads(fast).lower(*args).compile().as_text()
+  for op in ("all-gather(", "all-to-all(", "collective-permute("):
+    assert f" {op}" not in hlo, op
+  assert " all-reduce(" in hlo
+
+
+def test_split_policy_by_name_and_in_the_dncnn_step_jaxpr():
+  x = jax.random.normal(jax.random.key(1), (16, 5, 5, 2))
+  w = jax.random.normal(jax.random.key(2), (3, 3, 2, 3))
+  dn = ("NHWC", "HWIO", "NHWC")
+  split = functools.partial(conv.conv_general_dilated, wgrad="split")
+  # Forced by name, the split applies to any width (min_channels 1).
+  got = jax.jit(jax.grad(lambda w: jnp.sum(split(x, w, (1, 1), "SAME",
+                                                 dimension_numbers=dn) ** 2)))(w)
+  want = jax.jit(jax.grad(lambda w: jnp.sum(lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2)))(w)
+  _assert_close(got, want, 1e-5, "forced split")
+  assert "_split_conv" in str(jax.make_jaxpr(
+      lambda w: split(x, w, (1, 1), "SAME", dimension_numbers=dn))(w))

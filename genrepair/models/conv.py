@@ -29,6 +29,32 @@ in one process): DCGAN (``experiments/dcgan_mnist.py``, batch 64) 276 -> 142 ms 
 ~3, 702 -> 250 ms at load ~18; DnCNN-S (batch 32 of 40x40) unchanged (same HLO: 2.3-2.4 s
 at load ~3); with ``'matmul'`` forced everywhere DnCNN-S takes 4.2 s (load ~3).
 
+A second machine (Intel Xeon, 2 cores, quiet; 2026-11-28) showed a different bottleneck:
+XLA's weight gradient of *ordinary* wide convolutions is not multi-threaded (the same
+120 ms with one core as with two for the DnCNN middle layer, against a 28 ms forward) and
+gets slower as the contraction (batch x positions) grows. Summing XLA's own weight
+gradients over small batch chunks (policy ``'split'``, :func:`split_weight_grad`) is both
+faster per core and runs chunks on both cores (ms, medians; ``python
+benchmarks/conv_layers.py layers`` prints these columns; chunk = images per chunk):
+
+| layer (batch) | XLA | chunk 1 | chunk 2 | chunk 4 | chunk 8 |
+|---|---|---|---|---|---|
+| DnCNN middle 3x3 64->64, 40x40 (32) | 132 | 44 | 45 | 55 | 126 |
+| DnCNN last 3x3 64->1 (32) | 14 | 92 | 56 | 35 | 34 |
+| EDSR 3x3 64->64, 48x48 (16) | 84 | 31 | 32 | 58 | 85 |
+| DRRN 3x3 128->128, 31x31 (16) | 70 | 44 | 27 | 42 | 73 |
+| U-Net down0 3x3 32->32, 128x128 (8) | 94 | 63 | 93 | 123 | 89 |
+| DCGAN D1 4x4/2 64->128, 14x14 (64) | 12 | 37 | 13 | 9 | 9 |
+
+hence ``'auto'`` splits when both channel counts are >= ``SPLIT_MIN_CHANNELS`` (16), with
+chunks of about ``SPLIT_PIXELS`` (4,096) rows x positions (:func:`split_chunk`); the
+chunk is a multiple of ``jax.device_count()`` and chunks interleave the batch, so under
+data parallelism every chunk is spread evenly over the devices and nothing moves between
+them (``tests/test_conv.py`` checks the compiled HLO). Splitting the forward or the input
+gradient the same way did not help (26 ms -> 29-38 ms for the DnCNN layer). The DnCNN-S
+train step (batch 32) went from 2.7-3.2 s to 1.35-1.9 s (``conv_layers.py steps dncnn``,
+load 2.6-3.8 from other jobs).
+
 How: :func:`conv_general_dilated` has the signature and the forward pass of
 ``jax.lax.conv_general_dilated`` (it *is* that op in the forward). With matmuls it is a
 ``jax.custom_vjp`` whose backward computes
@@ -41,6 +67,8 @@ How: :func:`conv_general_dilated` has the signature and the forward pass of
   the inserted zeros are never materialised: the *output gradient* is subsampled instead,
   ``dW[t] = X [B*H*W, Cin]^T @ dY_t``, ``dY_t`` a strided slice of ``dY``. One matmul
   over all taps stacked on the channel axis (im2col) measured slower than per-tap matmuls.
+
+With ``'split'`` the backward is XLA's input gradient and :func:`split_weight_grad`.
 
 :class:`Conv` and :class:`ConvTranspose` are drop-in subclasses of ``flax.linen.Conv`` and
 ``flax.linen.ConvTranspose``: same fields, parameter names (``kernel``, ``bias``), shapes
@@ -70,7 +98,13 @@ import jax.numpy as jnp
 from jax import lax
 
 Padding = str | Sequence[tuple[int, int]]
-WGRAD_POLICIES = ("auto", "matmul", "xla")
+WGRAD_POLICIES = ("auto", "matmul", "split", "xla")
+
+# The 'split' weight gradient: batch rows x input positions per chunk and device
+# (measured best at 1,600-4,608 for the DnCNN / EDSR / DRRN layers, see the module doc).
+SPLIT_PIXELS = 4096
+# ... and only for layers this wide on both sides (64 -> 1 and 1 -> 64 got slower).
+SPLIT_MIN_CHANNELS = 16
 
 
 def _channels_last(n: int) -> lax.ConvDimensionNumbers:
@@ -128,8 +162,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     batch_group_count: must be 1.
     precision: lax precision of the forward convolution and of the backward products.
     preferred_element_type: must be ``None``.
-    wgrad: ``'auto'`` (matmuls when ``lhs_dilation`` > 1, where XLA:CPU is slow; XLA's
-      rule otherwise), ``'matmul'`` (always) or ``'xla'`` (never: plain lax).
+    wgrad: ``'auto'`` (matmuls when ``lhs_dilation`` > 1, where XLA:CPU is slow;
+      ``'split'`` for wide layers whose batch :func:`split_chunk` can split; XLA's rule
+      otherwise), ``'matmul'`` (always), ``'split'`` (XLA's weight gradient summed over
+      batch chunks, whenever the batch splits) or ``'xla'`` (plain lax).
 
   Returns:
     ``[B, *out_spatial, Cout]``, exactly ``lax.conv_general_dilated`` of the arguments.
@@ -172,9 +208,52 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     raise ValueError(f"conv_general_dilated: padding {padding} needs one (low, high) pair"
                      f" per spatial dim ({n}).")
   cfg = _Config(strides, pads, lhs_dil, rhs_dil, precision)
-  if wgrad == "xla" or (wgrad == "auto" and all(d == 1 for d in lhs_dil)):
+  if wgrad == "auto":
+    if any(d != 1 for d in lhs_dil):
+      wgrad = "matmul"
+    elif split_chunk(lhs.shape, rhs.shape) is not None:
+      wgrad = "split"
+    else:
+      wgrad = "xla"
+  if wgrad == "xla":
     return _xla_conv(cfg, lhs, rhs)
+  if wgrad == "split":
+    chunk = split_chunk(lhs.shape, rhs.shape, min_channels=1)
+    if chunk is None:  # a batch that cannot be split: XLA's rule is the only one
+      return _xla_conv(cfg, lhs, rhs)
+    return _split_conv(cfg, chunk, lhs, rhs)
   return _conv(cfg, lhs, rhs)
+
+
+def split_chunk(lhs_shape: Sequence[int], rhs_shape: Sequence[int], *,
+                min_channels: int = SPLIT_MIN_CHANNELS,
+                device_count: int | None = None) -> int | None:
+  """Batch rows per chunk of the ``'split'`` weight gradient, or None (no split).
+
+  A chunk holds ``k * D`` rows, ``D = jax.device_count()``, so that under data
+  parallelism (the batch sharded over up to ``D`` devices) every chunk spans all devices
+  evenly and no rows move between them; ``k`` is the largest count with ``k * prod(spatial)
+  <= SPLIT_PIXELS`` (at least 1) whose ``k * D`` divides the batch.
+
+  Args:
+    lhs_shape: ``[B, *spatial, Cin]`` of the forward convolution's input.
+    rhs_shape: ``[*kernel, Cin, Cout]``.
+    min_channels: no split unless ``Cin`` and ``Cout`` are both at least this.
+    device_count: ``D`` (default ``jax.device_count()``).
+
+  Returns:
+    The chunk size (a divisor of ``B`` giving at least 2 chunks), or None.
+  """
+  batch, pixels = lhs_shape[0], 1
+  for d in lhs_shape[1:-1]:
+    pixels *= d
+  if min(rhs_shape[-2], rhs_shape[-1]) < min_channels:
+    return None
+  unit = jax.device_count() if device_count is None else device_count
+  for k in range(max(1, SPLIT_PIXELS // max(pixels, 1)), 0, -1):
+    if batch % (k * unit) == 0 and batch // (k * unit) >= 2:
+      return k * unit
+  return None
 
 
 def _xla_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
@@ -201,6 +280,63 @@ def _conv_bwd(cfg: _Config, res: tuple[jax.Array, jax.Array], g: jax.Array):
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _split_conv(cfg: _Config, chunk: int, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+  return _xla_conv(cfg, lhs, rhs)
+
+
+def _split_conv_fwd(cfg: _Config, chunk: int, lhs: jax.Array, rhs: jax.Array):
+  return _xla_conv(cfg, lhs, rhs), (lhs, rhs)
+
+
+def _split_conv_bwd(cfg: _Config, chunk: int, res: tuple[jax.Array, jax.Array],
+                    g: jax.Array):
+  lhs, rhs = res
+  _, lhs_vjp = jax.vjp(lambda x: _xla_conv(cfg, x, rhs), lhs)  # XLA's transposed conv
+  (dlhs,) = lhs_vjp(g)
+  return dlhs, split_weight_grad(cfg, lhs, g, rhs, chunk)
+
+
+_split_conv.defvjp(_split_conv_fwd, _split_conv_bwd)
+
+
+def split_weight_grad(cfg: _Config, x: jax.Array, g: jax.Array, rhs: jax.Array,
+                      chunk: int) -> jax.Array:
+  """Kernel gradient as a sum of XLA's kernel gradients over interleaved batch chunks.
+
+  Chunk ``k`` holds rows ``k, k + n, k + 2n, ...`` (``n = B / chunk`` chunks), i.e.
+  ``x.reshape(chunk, n, ...)[:, k]``: with the batch sharded over the devices in
+  contiguous blocks and ``chunk`` a multiple of their number, every chunk is split evenly
+  over the devices (no rows move). The sum runs over chunks in order, in ``rhs``'s dtype.
+
+  Args:
+    cfg: the convolution's settings.
+    x: ``[B, *spatial, Cin]`` input of the forward convolution.
+    g: ``[B, *out_spatial, Cout]`` gradient of its output.
+    rhs: the ``[*kernel, Cin, Cout]`` kernel (only its shape and dtype matter).
+    chunk: rows per chunk, a divisor of ``B``.
+
+  Returns:
+    ``[*kernel, Cin, Cout]``, equal to ``jax.grad`` of the plain convolution up to float
+    rounding (summation order).
+
+  Raises:
+    ValueError: ``chunk`` does not divide ``B``.
+  """
+  batch = x.shape[0]
+  if chunk < 1 or batch % chunk:
+    raise ValueError(f"split_weight_grad: chunk {chunk} does not divide the batch {batch}.")
+  n = batch // chunk
+  xs = x.reshape(chunk, n, *x.shape[1:])
+  gs = g.reshape(chunk, n, *g.shape[1:])
+  dw = None
+  for k in range(n):
+    _, rhs_vjp = jax.vjp(lambda w, k=k: _xla_conv(cfg, xs[:, k], w), rhs)
+    (part,) = rhs_vjp(gs[:, k])
+    dw = part if dw is None else dw + part
+  return dw
 
 
 class _AxisPlan(NamedTuple):
