@@ -17,6 +17,7 @@ from genrepair.models import edsr
 from genrepair.models import encdec
 from genrepair.models import espcn
 from genrepair.models import srcnn
+from genrepair.models import stylegan2
 from genrepair.models import unet
 from genrepair.models import vae
 
@@ -30,6 +31,7 @@ REGISTRY: dict[str, Callable] = {
     "encdec": encdec.Model,
     "espcn": espcn.Model,
     "srcnn": srcnn.Model,
+    "stylegan2": stylegan2.Model,
     "unet": unet.Model,
     "vae": vae.Model,
 }
