@@ -37,6 +37,12 @@ CASES = {
     "srcnn_9x9_same": (False, dict(features=4, kernel_size=(9, 9), padding="SAME"),
                        (2, 7, 9, 1)),
     "1x1": (False, dict(features=3, kernel_size=(1, 1), padding="VALID"), (2, 7, 9, 4)),
+    # SRCNN's reconstruction layer / CycleGAN's 7x7 after reflection padding: 'VALID'
+    # with >= 8 input channels, computed padded and cropped (conv._xla_conv).
+    "valid_5x5_cin8": (False, dict(features=1, kernel_size=(5, 5), padding="VALID"),
+                       (2, 9, 11, 8)),
+    "valid_7x4_cin8": (False, dict(features=3, kernel_size=(7, 4), padding="VALID"),
+                       (2, 9, 11, 8)),
     # ESPCN: 5x5 and 3x3 'SAME'.
     "espcn_5x5_same": (False, dict(features=4, kernel_size=(5, 5), padding="SAME"),
                        (2, 7, 9, 1)),
@@ -240,7 +246,8 @@ def test_split_chunk_sizes():
   assert conv.split_chunk(*dncnn, device_count=8) == 16  # 2 images on each of 8 devices
   assert conv.split_chunk(*dncnn, device_count=32) is None  # one chunk only
   assert conv.split_chunk((32, 40, 40, 64), (3, 3, 64, 1), device_count=1) is None
-  assert conv.split_chunk((32, 40, 40, 1), (3, 3, 1, 64), device_count=1) is None
+  assert conv.split_chunk((32, 40, 40, 1), (3, 3, 1, 64), device_count=1) is None  # 9 taps
+  assert conv.split_chunk((64, 41, 41, 1), (9, 9, 1, 64), device_count=1) == 2  # 81 taps
   assert conv.split_chunk((8, 128, 128, 32), (3, 3, 32, 32), device_count=1) == 1
   # 4 images would fit (4096 // 1024) but do not divide 30: the largest k that does.
   assert conv.split_chunk((30, 32, 32, 64), (3, 3, 64, 64), device_count=1) == 3
@@ -303,3 +310,23 @@ def test_split_policy_by_name_and_in_the_dncnn_step_jaxpr():
   _assert_close(got, want, 1e-5, "forced split")
   assert "_split_conv" in str(jax.make_jaxpr(
       lambda w: split(x, w, (1, 1), "SAME", dimension_numbers=dn))(w))
+
+
+def test_valid_convolutions_are_computed_padded_and_cropped():
+  x = jax.random.normal(jax.random.key(1), (2, 9, 11, 8))
+  w = jax.random.normal(jax.random.key(2), (5, 4, 8, 3))
+  dn = ("NHWC", "HWIO", "NHWC")
+  jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
+      x, w, (1, 1), "VALID", dimension_numbers=dn))(x, w))
+  assert "padding=((2, 2), (1, 2))" in jaxpr and "slice" in jaxpr
+  y = conv.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+  want = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
+  assert y.shape == want.shape == (2, 5, 8, 3)
+  _assert_close(y, want, 1e-6, "VALID as padded + crop")
+  # Not for one input channel (slower there) and never with wgrad='xla'.
+  for args in ((x[..., :1], w[:, :, :1]), (x, w)):
+    xla = functools.partial(conv.conv_general_dilated, wgrad="xla") if args[0].shape[-1] == 8 \
+        else conv.conv_general_dilated
+    jaxpr = str(jax.make_jaxpr(lambda x, w, f=xla: f(x, w, (1, 1), "VALID",
+                                                      dimension_numbers=dn))(*args))
+    assert "padding=((0, 0), (0, 0))" in jaxpr and "slice" not in jaxpr

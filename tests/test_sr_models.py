@@ -433,3 +433,18 @@ def test_factories_accept_the_task_keywords_and_reject_bad_options():
     edsr.Model().init(jax.random.key(0), jnp.zeros((8, 8, 3)))
   with pytest.raises(ValueError, match=r"\[B, H, W, 1\]"):
     drrn.Model().init(jax.random.key(0), jnp.zeros((1, 8, 8, 2)), train=False)
+
+
+def test_srcnn_edge_pad_equals_numpy_edge_padding_and_its_gradient():
+  from genrepair.models.srcnn import edge_pad  # pylint: disable=import-outside-toplevel
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 3))
+  c = jax.random.normal(jax.random.key(1), (2, 9, 11, 3))
+  np.testing.assert_array_equal(edge_pad(x, 2), np.pad(np.asarray(x),
+                                                       ((0, 0), (2, 2), (2, 2), (0, 0)),
+                                                       mode="edge"))
+  got = jax.grad(lambda x: jnp.sum(edge_pad(x, 2) * c))(x)
+  want = jax.grad(lambda x: jnp.sum(jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)),
+                                            mode="edge") * c))(x)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  # The corner pixel collects its own cotangent plus 2 + 2 border copies and 2 x 2 corners.
+  assert abs(float(got[0, 0, 0, 0]) - float(jnp.sum(c[0, :3, :3, 0]))) < 1e-5

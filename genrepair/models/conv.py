@@ -46,7 +46,10 @@ benchmarks/conv_layers.py layers`` prints these columns; chunk = images per chun
 | U-Net down0 3x3 32->32, 128x128 (8) | 94 | 63 | 93 | 123 | 89 |
 | DCGAN D1 4x4/2 64->128, 14x14 (64) | 12 | 37 | 13 | 9 | 9 |
 
-hence ``'auto'`` splits when both channel counts are >= ``SPLIT_MIN_CHANNELS`` (16), with
+and at batch 64 (SRCNN / ESPCN shapes, load ~4): SRCNN 9x9 1->64 on 41x41 62 -> 18 ms,
+1x1 64->32 on 33x33 59 -> 15-26 ms, ESPCN 3x3 64->32 on 17x17 40 -> 9-11 ms, but 5x5
+32->1 40 -> 28-357 ms and 3x3 32->9 3 -> 4-23 ms. Hence ``'auto'`` splits when ``Cout``
+and ``Cin * prod(kernel)`` are >= ``SPLIT_MIN_CHANNELS`` (16), with
 chunks of about ``SPLIT_PIXELS`` (4,096) rows x positions (:func:`split_chunk`); the
 chunk is a multiple of ``jax.device_count()`` and chunks interleave the batch, so under
 data parallelism every chunk is spread evenly over the devices and nothing moves between
@@ -103,7 +106,8 @@ WGRAD_POLICIES = ("auto", "matmul", "split", "xla")
 # The 'split' weight gradient: batch rows x input positions per chunk and device
 # (measured best at 1,600-4,608 for the DnCNN / EDSR / DRRN layers, see the module doc).
 SPLIT_PIXELS = 4096
-# ... and only for layers this wide on both sides (64 -> 1 and 1 -> 64 got slower).
+# ... and only for layers with at least this many output channels and Cin * taps (64 -> 1
+# got slower, 3x3 1 -> 64 no faster; 9x9 1 -> 64 and 1x1 64 -> 32 3-4x faster).
 SPLIT_MIN_CHANNELS = 16
 
 
@@ -162,10 +166,13 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     batch_group_count: must be 1.
     precision: lax precision of the forward convolution and of the backward products.
     preferred_element_type: must be ``None``.
-    wgrad: ``'auto'`` (matmuls when ``lhs_dilation`` > 1, where XLA:CPU is slow;
+    wgrad: ``'auto'`` (matmuls when ``lhs_dilation`` > 1, where XLA:CPU is slow, and
+      for unpadded stride-1 1x1 convolutions, where it is one matmul;
       ``'split'`` for wide layers whose batch :func:`split_chunk` can split; XLA's rule
       otherwise), ``'matmul'`` (always), ``'split'`` (XLA's weight gradient summed over
-      batch chunks, whenever the batch splits) or ``'xla'`` (plain lax).
+      batch chunks, whenever the batch splits) or ``'xla'`` (plain lax). Except with
+      ``'xla'``, unpadded stride-1 convolutions of 8 or more input channels are computed
+      in a padded form and cropped (same numbers; see ``_xla_conv``).
 
   Returns:
     ``[B, *out_spatial, Cout]``, exactly ``lax.conv_general_dilated`` of the arguments.
@@ -209,14 +216,15 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                      f" per spatial dim ({n}).")
   cfg = _Config(strides, pads, lhs_dil, rhs_dil, precision)
   if wgrad == "auto":
-    if any(d != 1 for d in lhs_dil):
-      wgrad = "matmul"
+    pointwise = all(k == 1 for k in rhs.shape[:n]) and all(s == 1 for s in strides)
+    if any(d != 1 for d in lhs_dil) or (pointwise and all(p == (0, 0) for p in pads)):
+      wgrad = "matmul"  # transposed convs, and 1x1 convs (one matmul: SRCNN 59 -> 12 ms)
     elif split_chunk(lhs.shape, rhs.shape) is not None:
       wgrad = "split"
     else:
-      wgrad = "xla"
+      return _xla_conv(cfg, lhs, rhs)  # XLA's rules ('VALID' via the padded form)
   if wgrad == "xla":
-    return _xla_conv(cfg, lhs, rhs)
+    return _xla_conv(cfg, lhs, rhs, canonical=False)  # exactly lax
   if wgrad == "split":
     chunk = split_chunk(lhs.shape, rhs.shape, min_channels=1)
     if chunk is None:  # a batch that cannot be split: XLA's rule is the only one
@@ -238,16 +246,19 @@ def split_chunk(lhs_shape: Sequence[int], rhs_shape: Sequence[int], *,
   Args:
     lhs_shape: ``[B, *spatial, Cin]`` of the forward convolution's input.
     rhs_shape: ``[*kernel, Cin, Cout]``.
-    min_channels: no split unless ``Cin`` and ``Cout`` are both at least this.
+    min_channels: no split unless ``Cout`` and ``Cin * prod(kernel)`` (the length of
+      one output's dot product) are both at least this.
     device_count: ``D`` (default ``jax.device_count()``).
 
   Returns:
     The chunk size (a divisor of ``B`` giving at least 2 chunks), or None.
   """
-  batch, pixels = lhs_shape[0], 1
+  batch, pixels, taps = lhs_shape[0], 1, 1
   for d in lhs_shape[1:-1]:
     pixels *= d
-  if min(rhs_shape[-2], rhs_shape[-1]) < min_channels:
+  for k in rhs_shape[:-2]:
+    taps *= k
+  if rhs_shape[-1] < min_channels or rhs_shape[-2] * taps < min_channels:
     return None
   unit = jax.device_count() if device_count is None else device_count
   for k in range(max(1, SPLIT_PIXELS // max(pixels, 1)), 0, -1):
@@ -256,9 +267,39 @@ def split_chunk(lhs_shape: Sequence[int], rhs_shape: Sequence[int], *,
   return None
 
 
-def _xla_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+# 'VALID' stride-1 convolutions with at least this many input channels are computed as a
+# padded convolution whose border outputs are dropped (see _xla_conv).
+VALID_AS_PADDED_MIN_CHANNELS = 8
+
+
+def _xla_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array, *,
+              canonical: bool = True) -> jax.Array:
+  """The forward convolution; with ``canonical``, unpadded ones via a padded form.
+
+  XLA:CPU runs an unpadded ('VALID') stride-1 convolution through a much slower kernel
+  than the padded one of the same size (Intel Xeon, 2 cores: SRCNN's 5x5 32 -> 1 layer
+  on 37x37 maps, batch 64, 105 ms forward / 166 ms weight gradient unpadded, 6 / 24 ms
+  padded then cropped; CycleGAN's 7x7 64 -> 3 forward 133 -> 5 ms). With ``canonical``
+  such a convolution (no dilation, ``Cin >= VALID_AS_PADDED_MIN_CHANNELS``, some kernel
+  side > 1) is computed with ``((K-1)//2, K//2)`` zero padding and cropped to the
+  'VALID' outputs, which never touch the padding: the same numbers. Gradients follow by
+  autodiff of the crop. Single-channel inputs (SRCNN's first layer) are left alone:
+  there the padded form was slower (5 -> 12 ms).
+  """
+  n = lhs.ndim - 2
+  kernel = rhs.shape[:n]
+  if (canonical and lhs.shape[-1] >= VALID_AS_PADDED_MIN_CHANNELS
+      and any(k > 1 for k in kernel) and all(p == (0, 0) for p in cfg.pads)
+      and all(v == 1 for v in cfg.strides + cfg.lhs_dilation + cfg.rhs_dilation)):
+    pads = tuple(((k - 1) // 2, k // 2) for k in kernel)
+    y = lax.conv_general_dilated(lhs, rhs, cfg.strides, pads, cfg.lhs_dilation,
+                                 cfg.rhs_dilation, _channels_last(n),
+                                 precision=cfg.precision)  # [B, *spatial, Cout]
+    for a, (k, (lo, _)) in enumerate(zip(kernel, pads)):
+      y = lax.slice_in_dim(y, lo, lo + lhs.shape[a + 1] - k + 1, axis=a + 1)
+    return y
   return lax.conv_general_dilated(lhs, rhs, cfg.strides, cfg.pads, cfg.lhs_dilation,
-                                  cfg.rhs_dilation, _channels_last(lhs.ndim - 2),
+                                  cfg.rhs_dilation, _channels_last(n),
                                   precision=cfg.precision)
 
 
