@@ -45,7 +45,7 @@ Variants (``Model(variant=...)``); parameter counts for z_dim = w_dim, pinned in
 | variant | channels | image / resolution | widths 4 -> res | w_dim, mapping | G params | D params |
 |---|---|---|---|---|---|---|
 | ``tiny`` (tests) | 1 | 28 / 32 | 8, 8, 8, 8 | 8, 2 layers | 5,195 | 5,409 |
-| ``digits32`` | 1 | 28 / 32 | 128, 128, 64, 32 | 128, 8 layers | 847,787 | 871,521 |
+| ``digits32`` | 1 | 28 / 32 | 64, 64, 32, 16 | 128, 8 layers | 344,795 | 218,417 |
 | ``ffhq256`` (paper, config F) | 3 | 256 / 256 | 512 x5, 256, 128 | 512, 8 layers | 30,034,338 | 28,864,129 |
 
 ``ffhq256`` is config F at 256x256 (``channel_base`` 32768, ``channel_max`` 512: the paper
@@ -70,7 +70,7 @@ from genrepair.models.stylegan2_layers import (EqualConv, EqualDense, ModulatedC
 VARIANTS = {
     "tiny": dict(resolution=32, image_size=28, channel_base=256, channel_max=8, w_dim=8,
                  mapping_layers=2, mbstd_group=2),
-    "digits32": dict(resolution=32, image_size=28, channel_base=1024, channel_max=128,
+    "digits32": dict(resolution=32, image_size=28, channel_base=512, channel_max=64,
                      w_dim=128, mapping_layers=8, mbstd_group=4),
     "ffhq256": dict(resolution=256, image_size=256, channel_base=32768, channel_max=512,
                     w_dim=512, mapping_layers=8, mbstd_group=4),

@@ -4,8 +4,8 @@ Karras, Laine, Aittala, Hellsten, Lehtinen & Aila, "Analyzing and Improving the 
 Quality of StyleGAN", CVPR 2020 (StyleGAN2). Layouts are channels-last (``[B, H, W, C]``,
 kernels ``[KH, KW, Cin, Cout]``).
 
-- :func:`upfirdn2d` (zero-insertion upsampling, padding, FIR filtering, subsampling as one
-  depthwise ``lax.conv_general_dilated``) and :func:`upsample2d` / :func:`downsample2d`
+- :func:`upfirdn2d` (zero-insertion upsampling, padding, separable FIR filtering,
+  subsampling) and :func:`upsample2d` / :func:`downsample2d`
   with the paper's separable ``[1, 3, 3, 1]`` binomial filter (the paper's code, inherited
   from Karras et al. 2019 Sec. 2 / Zhang 2019's anti-aliasing). Filtering is a true
   convolution (the filter is flipped), normalised to unit DC gain times ``up**2``.
@@ -31,6 +31,7 @@ gain that keeps unit-variance signals with N(0, 1) inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -40,7 +41,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from genrepair.models import conv
 
 FIR_TAPS = (1, 3, 3, 1)
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -61,54 +61,151 @@ def fir_filter(taps: Sequence[float] = FIR_TAPS) -> np.ndarray:
   return (f / f.sum()).astype(np.float32)
 
 
-def upfirdn2d(x: jax.Array, f: np.ndarray, *, up: int = 1, down: int = 1,
+def _fir_axis(x: jax.Array, k: np.ndarray, axis: int, up: int, down: int,
+              pad: tuple[int, int]) -> jax.Array:
+  """upfirdn along one axis with 1-D taps ``k`` (already normalised and gained)."""
+  n = x.shape[axis]
+  if up > 1:  # zero insertion: [..., n, ...] -> [..., n * up, ...]
+    x = jnp.stack([x] + [jnp.zeros_like(x)] * (up - 1), axis=axis + 1)
+    x = x.reshape(x.shape[:axis] + (n * up,) + x.shape[axis + 2:])
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (int(pad[0]), int(pad[1]))
+  x = jnp.pad(x, widths)
+  length = x.shape[axis] - len(k) + 1
+  # True convolution: y[i] = sum_t x[i + t] k[K - 1 - t], as K shifted, weighted slices.
+  y = sum(float(c) * lax.slice_in_dim(x, t, t + length, axis=axis)
+          for t, c in enumerate(k[::-1]) if c != 0)
+  return lax.slice_in_dim(y, 0, length, down, axis=axis) if down > 1 else y
+
+
+def upfirdn2d(x: jax.Array, taps: Sequence[float] = FIR_TAPS, *, up: int = 1, down: int = 1,
               pad: tuple[int, int] = (0, 0), gain: float = 1.0) -> jax.Array:
-  """Upsample by zero insertion, pad, FIR-filter, subsample: one depthwise convolution.
+  """Upsample by zero insertion, pad, FIR-filter, subsample (the paper code's upfirdn2d).
 
   Per spatial axis of length ``n``: insert ``up - 1`` zeros after every sample (length
-  ``n * up``), zero-pad ``pad = (low, high)``, convolve with ``f`` (flipped: a true
+  ``n * up``), zero-pad ``pad = (low, high)``, convolve with the filter (flipped: a true
   convolution) without further padding, keep every ``down``-th sample from the first.
-  Output length ``(n * up + low + high - K) // down + 1``.
+  Output length ``(n * up + low + high - K) // down + 1``. The 2-D filter is the separable
+  :func:`fir_filter` of ``taps`` times ``gain``; it is applied per axis as ``K`` shifted,
+  weighted slices (elementwise work: XLA:CPU's depthwise convolutions measured ~10x slower
+  for the generator's forward pass).
 
   Args:
     x: float ``[B, H, W, C]``.
-    f: ``[K, K]`` filter (NumPy; a constant of the trace, never a parameter).
+    taps: 1-D filter taps (a constant of the trace, never a parameter).
     up: upsampling factor >= 1.
     down: downsampling factor >= 1.
     pad: non-negative ``(low, high)`` padding, the same on both spatial axes.
-    gain: the filter is multiplied by ``gain`` (``up**2`` keeps the mean when upsampling).
+    gain: overall gain of the 2-D filter (``up**2`` keeps the mean when upsampling).
 
   Returns:
     ``[B, H', W', C]``, ``x``'s dtype.
 
   Raises:
-    ValueError: not 4-D, factors < 1, negative padding, non-square filter.
+    ValueError: not 4-D, factors < 1, negative padding, bad taps.
   """
-  f = np.asarray(f, np.float32)
-  if x.ndim != 4 or up < 1 or down < 1 or min(pad) < 0 or f.ndim != 2 or f.shape[0] != f.shape[1]:
-    raise ValueError(f"upfirdn2d: need x [B, H, W, C], up, down >= 1, pad >= 0 and a square"
-                     f" [K, K] filter; got x {tuple(x.shape)}, up={up}, down={down},"
-                     f" pad={pad}, f {f.shape}.")
-  c = x.shape[-1]
-  kernel = np.tile((np.flip(f) * gain)[:, :, None, None], (1, 1, 1, c))  # [K, K, 1, C]
-  # lax's input dilation gives (n - 1) * up + 1 samples; upfirdn's n * up has up - 1
-  # trailing zeros more, added to the high padding.
-  lo, hi = int(pad[0]), int(pad[1]) + up - 1
-  return lax.conv_general_dilated(x, jnp.asarray(kernel, x.dtype), (down, down),
-                                  ((lo, hi), (lo, hi)), lhs_dilation=(up, up),
-                                  dimension_numbers=_NHWC, feature_group_count=c)
+  if x.ndim != 4 or up < 1 or down < 1 or min(pad) < 0:
+    raise ValueError(f"upfirdn2d: need x [B, H, W, C], up, down >= 1 and pad >= 0; got x"
+                     f" {tuple(x.shape)}, up={up}, down={down}, pad={pad}.")
+  fir_filter(taps)  # validates the taps
+  k = np.asarray(taps, np.float64)
+  k = k / k.sum() * math.sqrt(gain)  # outer(k, k) = fir_filter(taps) * gain
+  for axis in (1, 2):
+    x = _fir_axis(x, k, axis, up, down, pad)
+  return x
 
 
 def upsample2d(x: jax.Array, taps: Sequence[float] = FIR_TAPS) -> jax.Array:
   """2x FIR upsampling ``[B, H, W, C] -> [B, 2H, 2W, C]`` (gain 4: the mean is kept)."""
   k = len(taps)
-  return upfirdn2d(x, fir_filter(taps), up=2, pad=((k + 1) // 2, (k - 2) // 2), gain=4.0)
+  return upfirdn2d(x, taps, up=2, pad=((k + 1) // 2, (k - 2) // 2), gain=4.0)
 
 
 def downsample2d(x: jax.Array, taps: Sequence[float] = FIR_TAPS) -> jax.Array:
   """2x FIR downsampling ``[B, H, W, C] -> [B, H/2, W/2, C]`` (H, W even)."""
   k = len(taps)
-  return upfirdn2d(x, fir_filter(taps), down=2, pad=((k - 1) // 2, (k - 2) // 2))
+  return upfirdn2d(x, taps, down=2, pad=((k - 1) // 2, (k - 2) // 2))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_s1(x: jax.Array, w: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]
+            ) -> jax.Array:
+  """Stride-1 convolution whose derivatives of every order are canonical convolutions.
+
+  ``y[b, h, w, o] = sum_{kh, kw, i} xpad[b, h + kh, w + kw, i] w[kh, kw, i, o]``, ``xpad``
+  = ``x`` zero-padded by ``pads``; exactly ``lax.conv_general_dilated`` in NHWC/HWIO.
+
+  Why: the path length regulariser differentiates the generator twice, inside the
+  ``lax.cond`` of lazy regularisation. JAX's own rules express the input gradient as a
+  convolution with an ``[K, K, O, I]`` ("01oi") kernel; XLA:CPU rewrites such convolutions
+  into its fast NHWC/HWIO form in the entry computation but not inside a conditional's
+  branch, where they ran ~40x slower (a digits32 path-length step: 11 s instead of
+  0.25 s). Here the backward pass builds the transposed operands explicitly and calls
+  :func:`conv_s1` again, so higher derivatives follow the same rule:
+  ``dx = conv_s1(g, flip(w)^T, K - 1 - pads)`` and ``dw = conv_s1(x^T, g^T, pads)^T``.
+  (Measured on the digits32 train step: every convolution of the path-length branch is
+  canonical; in the R1 branch XLA still swaps the operands of three weight-gradient
+  convolutions of the stride-2 layers into a non-canonical form, so a step with R1 costs
+  ~3.6 s instead of ~0.8 s; per-tap matmul weight gradients avoid that but made every
+  step ~20% slower.)
+
+  Args:
+    x: float ``[B, H, W, I]``.
+    w: float ``[KH, KW, I, O]``.
+    pads: ``((lo, hi), (lo, hi))`` non-negative zero padding of H and W.
+
+  Returns:
+    ``[B, H + lo + hi - KH + 1, W + lo + hi - KW + 1, O]``.
+  """
+  return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC)
+
+
+def _conv_s1_fwd(x, w, pads):
+  return conv_s1(x, w, pads), (x, w)
+
+
+def _conv_s1_bwd(pads, res, g):
+  x, w = res
+  kh, kw = w.shape[:2]
+  w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)  # [KH, KW, O, I]
+  dx = conv_s1(g, w_t, ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]),
+                        (kw - 1 - pads[1][0], kw - 1 - pads[1][1])))  # [B, H, W, I]
+  x_t, g_t = x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3)  # [I, H, W, B], [Ho, Wo, B, O]
+  dw = conv_s1(x_t, g_t, pads).transpose(1, 2, 0, 3)  # [I, KH, KW, O] -> [KH, KW, I, O]
+  return dx, dw
+
+
+conv_s1.defvjp(_conv_s1_fwd, _conv_s1_bwd)
+
+
+def conv_s2(x: jax.Array, w: jax.Array) -> jax.Array:
+  """Stride-2 'VALID' convolution as a stride-1 :func:`conv_s1` after space-to-depth.
+
+  ``y[b, h, w, o] = sum_{kh, kw, i} x[b, 2h + kh, 2w + kw, i] w[kh, kw, i, o]``, equal to
+  ``lax.conv_general_dilated(x, w, (2, 2), 'VALID')``. Rewritten so that its derivatives
+  are canonical convolutions too (see :func:`conv_s1`: R1 differentiates D twice inside a
+  ``lax.cond``): ``x`` becomes ``[B, H/2, W/2, 4 I]`` (each 2x2 cell's pixels on the
+  channel axis) and the kernel, zero-padded to an even size ``2 K2``, ``[K2, K2, 4 I, O]``
+  with ``K2 = ceil(K / 2)``; the extra taps are zeros, so the 3x3 kernel costs 16/9 of its
+  multiply-adds.
+
+  Args:
+    x: float ``[B, H, W, I]``.
+    w: float ``[K, K, I, O]``.
+
+  Returns:
+    ``[B, (H - K) // 2 + 1, (W - K) // 2 + 1, O]``.
+  """
+  b, h, wd, c = x.shape
+  k, o = w.shape[0], w.shape[-1]
+  ho, wo, k2 = (h - k) // 2 + 1, (wd - k) // 2 + 1, (k + 1) // 2
+  hn, wn = 2 * (ho + k2 - 1), 2 * (wo + k2 - 1)  # input rows/cols the outputs can reach
+  x = jnp.pad(x, ((0, 0), (0, max(0, hn - h)), (0, max(0, wn - wd)), (0, 0)))[:, :hn, :wn]
+  x = x.reshape(b, hn // 2, 2, wn // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(b, hn // 2, wn // 2, 4 * c)  # channel index (p, q, i): pixel (2r + p, 2s + q)
+  w = jnp.pad(w, ((0, 2 * k2 - k), (0, 2 * k2 - k), (0, 0), (0, 0)))  # [2 K2, 2 K2, I, O]
+  w = w.reshape(k2, 2, k2, 2, c, o).transpose(0, 2, 1, 3, 4, 5).reshape(k2, k2, 4 * c, o)
+  return conv_s1(x, w, ((0, 0), (0, 0)))
 
 
 def _normal(lr_mul: float):
@@ -177,13 +274,12 @@ class EqualConv(nn.Module):
     kernel = self.param("kernel", _normal(1.0), (k, k, cin, self.features))
     w = kernel * (1.0 / math.sqrt(cin * k * k))
     if self.down and k > 1:
-      x = upfirdn2d(x, fir_filter(), pad=(k // 2 + 1, k // 2 + 1))  # [B, H + 1, W + 1, C]
-      y = conv.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=_NHWC)
+      x = upfirdn2d(x, FIR_TAPS, pad=(k // 2 + 1, k // 2 + 1))  # [B, H + 1, W + 1, C]
+      y = conv_s2(x, w)                                           # [B, H / 2, W / 2, C']
     else:
       if self.down:
         x = downsample2d(x)
-      y = conv.conv_general_dilated(x, w, (1, 1), [(k // 2, k // 2)] * 2,
-                                    dimension_numbers=_NHWC)
+      y = conv_s1(x, w, ((k // 2, k // 2),) * 2)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (self.features,))
     return lrelu(y) if self.activation == "lrelu" else y
@@ -251,8 +347,7 @@ class ModulatedConv(nn.Module):
     x = x * styles[:, None, None, :]  # Eq. 1 applied to the activations
     if self.up:
       x = upsample2d(x)
-    y = conv.conv_general_dilated(x, weight, (1, 1), [(k // 2, k // 2)] * 2,
-                                  dimension_numbers=_NHWC)  # [B, H', W', Cout]
+    y = conv_s1(x, weight, ((k // 2, k // 2),) * 2)  # [B, H', W', Cout]
     if self.demodulate:  # Eq. 3: sum_{i,k} (s_i W_ijk)^2 = sum_i s_i^2 sum_k W_ijk^2
       norm = jnp.square(styles) @ jnp.sum(jnp.square(weight), axis=(0, 1))  # [B, Cout]
       y = y * lax.rsqrt(norm + 1e-8)[:, None, None, :]
