@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from genrepair.losses.adversarial import (d_hinge, d_least_squares, d_minimax, d_wasserstein,
                                          g_hinge, g_least_squares, g_minimax,
                                          g_nonsaturating, g_wasserstein, gradient_penalty,
-                                         r1_penalty)
+                                         path_length, r1_penalty)
 from genrepair.losses.likelihood import bernoulli_nll, gaussian_nll, kl_normal, logistic_nll
 from genrepair.losses.pixel import charbonnier, l1, l2, ssim
 
@@ -37,6 +37,7 @@ REGISTRY: dict[str, LossFn] = {
     "g_wasserstein": g_wasserstein,
     "gradient_penalty": gradient_penalty,
     "r1_penalty": r1_penalty,
+    "path_length": path_length,
     "d_hinge": d_hinge,
     "g_hinge": g_hinge,
     "d_least_squares": d_least_squares,
@@ -144,6 +145,6 @@ def evaluate(weights: Mapping[str, float], **inputs: Any) -> tuple[jax.Array,
 
 __all__ = ["REGISTRY", "get", "check_weights", "combine", "evaluate",
            "d_minimax", "g_minimax", "g_nonsaturating", "d_wasserstein", "g_wasserstein",
-           "gradient_penalty", "r1_penalty", "d_hinge", "g_hinge", "d_least_squares",
+           "gradient_penalty", "r1_penalty", "path_length", "d_hinge", "g_hinge", "d_least_squares",
            "g_least_squares", "l1", "l2", "charbonnier", "ssim", "bernoulli_nll",
            "gaussian_nll", "logistic_nll", "kl_normal"]

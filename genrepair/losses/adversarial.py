@@ -152,6 +152,28 @@ def r1_penalty(*, real_grad_sq: jax.Array) -> jax.Array:
   return 0.5 * _per_example(real_grad_sq)
 
 
+def path_length(*, pl_lengths: jax.Array, pl_mean: jax.Array) -> jax.Array:
+  """StyleGAN2 path length penalty ``(||J_w^T y||_2 - a)^2``.
+
+  Karras et al., "Analyzing and Improving the Image Quality of StyleGAN", CVPR 2020,
+  Sec. 3.2, Eq. 4: ``E_{w, y ~ N(0, I)} (||J_w^T y||_2 - a)^2`` with ``a`` the running
+  mean of the lengths (decay 0.01); the weight (2 in the paper) is the config's loss
+  weight, multiplied by the lazy interval by the task (``pl_every``, 4 in the paper).
+  The task computes the lengths (``genrepair.tasks.gan.path_lengths``) and ``a``.
+
+  Args:
+    pl_lengths: float ``[B]``, per-example ``||J_w^T y||_2`` (>= 0).
+    pl_mean: float scalar (or ``[B]``), the moving average ``a``; treated as a constant.
+
+  Returns:
+    float32 ``[B]`` in ``[0, inf)``.
+  """
+  lengths = jnp.asarray(pl_lengths, jnp.float32)
+  if lengths.ndim != 1:
+    raise ValueError(f"pl_lengths must be [B], got shape {lengths.shape}.")
+  return jnp.square(lengths - jax.lax.stop_gradient(jnp.asarray(pl_mean, jnp.float32)))
+
+
 # ------------------------------------------------------------------------ hinge (SNGAN)
 
 

@@ -30,6 +30,24 @@ Objectives are selected by config, never by a new loop:
 - ``config.model.ema_decay`` (default 0 = off): an exponential moving average of the
   generator's weights (Karras et al. 2018, "Progressive Growing of GANs", Sec. 5; Yazici et
   al. ICLR 2019) kept in the state and used for sampling and evaluation.
+- ``config.losses.g.path_length`` (weight, 2 in the paper): StyleGAN2's path length
+  regulariser (Karras et al. 2020, Sec. 3.2, Eq. 4) ``(||J_w^T y||_2 - a)^2``, ``y ~
+  N(0, I) / sqrt(H W)`` an image, ``J_w`` the Jacobian of the synthesis network w.r.t. the
+  per-layer latents ``w`` (:func:`path_lengths`), ``a`` the exponential moving average of
+  the lengths (``a += config.train.pl_decay * (mean(lengths) - a)``, decay 0.01; the
+  *updated* ``a`` enters the penalty, as in the paper's code). ``a`` lives in the state
+  (``GANState.pl_mean``), so a resumed run continues exactly. Lazy like R1: evaluated on
+  steps with ``step % config.train.pl_every == 0`` (4 in the paper) with the weight
+  multiplied by ``pl_every``, on ``B / config.train.pl_batch_shrink`` fresh latents (2 in
+  the paper). The paper's code runs the lazy terms as separate optimizer steps; here they
+  are added to that step's D (R1) or G (path length) loss, one update per player per step.
+  Needs a generator with ``map`` (``z -> ws``) and ``synthesize`` (``ws -> image``)
+  methods (:mod:`genrepair.models.stylegan2`).
+
+Generators that draw random numbers (StyleGAN2's noise inputs and style mixing) get the
+flax rngs ``'noise'`` and ``'mixing'`` in training, folded from the step's keys; other
+generators ignore them, so their numbers are unchanged. ``sample`` passes none (a
+StyleGAN2 generator then uses its fixed noise maps and no mixing).
 """
 
 from __future__ import annotations
@@ -48,7 +66,7 @@ from genrepair.tasks import common
 
 # Inputs the GAN task provides to loss functions (see losses.check_weights).
 D_INPUTS = {"real_logits", "fake_logits", "interp_grad_norm", "real_grad_sq"}
-G_INPUTS = {"fake_logits"}
+G_INPUTS = {"fake_logits", "pl_lengths", "pl_mean"}
 
 
 @flax.struct.dataclass
@@ -62,6 +80,8 @@ class GANState:
     g_opt_state, d_opt_state: optax states of the two optimizers.
     g_ema_params: exponential moving average of ``g_params`` (an empty dict when
       ``config.model.ema_decay`` is 0).
+    pl_mean: float32 scalar, the path-length EMA ``a`` of StyleGAN2 Eq. 4 (an empty
+      dict when ``config.losses.g.path_length`` is 0, so older checkpoints still load).
   """
   step: jax.Array
   g_params: Any
@@ -71,6 +91,7 @@ class GANState:
   g_opt_state: Any
   d_opt_state: Any
   g_ema_params: Any = flax.struct.field(default_factory=dict)
+  pl_mean: Any = flax.struct.field(default_factory=dict)
 
 
 def input_gradient_sq_norms(score_fn, x: jax.Array) -> jax.Array:
@@ -82,6 +103,34 @@ def input_gradient_sq_norms(score_fn, x: jax.Array) -> jax.Array:
   """
   grads = jax.grad(lambda v: jnp.sum(score_fn(v)))(x)
   return jnp.sum(jnp.square(grads).reshape(grads.shape[0], -1), axis=1)
+
+
+def path_lengths(synthesize, ws: jax.Array, y: jax.Array) -> jax.Array:
+  """Per-example path lengths ``||J_w^T y||_2`` of StyleGAN2 Eq. 4: float32 ``[B]``.
+
+  ``J_w^T y`` is the gradient of ``sum(synthesize(ws) * y)`` w.r.t. ``ws`` (examples are
+  independent in the synthesis network, so one gradient holds every example's own). As
+  in the paper's code, the squared norm is summed over the ``w_dim`` entries and
+  averaged over the ``num_ws`` per-layer copies before the square root.
+
+  Args:
+    synthesize: ``ws [B, L, D] -> images [B, H, W, C]`` (any fixed noise inside).
+    ws: float32 ``[B, L, D]`` per-layer latents.
+    y: float32 ``[B, H, W, C]`` projection images, ``N(0, I) / sqrt(H W)`` in training.
+
+  Returns:
+    float32 ``[B]``, non-negative.
+  """
+  grads = jax.grad(lambda w: jnp.sum(synthesize(w) * y))(ws)  # [B, L, D]
+  return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(grads), axis=2), axis=1))
+
+
+def _rngs(key: jax.Array | None) -> dict[str, jax.Array] | None:
+  """The generator's flax rngs (noise inputs, style mixing) from one key."""
+  if key is None:
+    return None
+  return {"noise": jax.random.fold_in(key, 0), "mixing": jax.random.fold_in(key, 1)}
+
 
 class GANTask:
   """GAN training/sampling functions bound to one config (functions come by closure).
@@ -144,6 +193,22 @@ class GANTask:
     self._r1 = float(self.d_weights.get("r1_penalty", 0.0)) > 0
     if self.r1_every > 1 and self._r1:
       self.d_weights["r1_penalty"] = float(self.d_weights["r1_penalty"]) * self.r1_every
+    self._pl = float(self.g_weights.get("path_length", 0.0)) > 0
+    self.pl_every = int(config.train.get("pl_every", 1))
+    self.pl_decay = float(config.train.get("pl_decay", 0.01))
+    self.pl_batch_shrink = int(config.train.get("pl_batch_shrink", 1))
+    if self._pl:
+      if not all(hasattr(self.generator, m) for m in ("map", "synthesize")):
+        raise ValueError(f"config.losses.g.path_length needs a generator with map/synthesize"
+                         f" methods (e.g. model 'stylegan2'); {mc.name!r} has none.")
+      num = config.train.batch_size // self.n_critic
+      if (self.pl_every < 1 or not 0 < self.pl_decay <= 1 or self.pl_batch_shrink < 1
+          or num % self.pl_batch_shrink or (num // self.pl_batch_shrink) % devices):
+        raise ValueError(
+            f"config.train: pl_every={self.pl_every} must be >= 1, pl_decay={self.pl_decay}"
+            f" in (0, 1], pl_batch_shrink={self.pl_batch_shrink} must divide the G batch"
+            f" {num} into a multiple of the {devices} devices of the mesh.")
+      self.g_weights["path_length"] = float(self.g_weights["path_length"]) * self.pl_every
 
   def init(self, rng: jax.Array) -> GANState:
     """Initial state: N(0, 0.02) weights (DCGAN Sec. 4), fresh optimizer states."""
@@ -156,7 +221,8 @@ class GANTask:
         d_params=d_vars["params"], d_batch_stats=d_vars.get("batch_stats", {}),
         g_opt_state=self.tx_g.init(g_vars["params"]),
         d_opt_state=self.tx_d.init(d_vars["params"]),
-        g_ema_params=g_vars["params"] if self.ema_decay else {})
+        g_ema_params=g_vars["params"] if self.ema_decay else {},
+        pl_mean=jnp.zeros((), jnp.float32) if self._pl else {})
 
   def latents(self, rng: jax.Array, num: int) -> jax.Array:
     """z ~ N(0, I): float32 ``[num, z_dim]``."""
@@ -173,14 +239,31 @@ class GANTask:
       z = jax.lax.with_sharding_constraint(z, self._batch_sharding)
     return z
 
-  def _generate(self, params, batch_stats, z, train: bool):
-    return self.generator.apply({"params": params, "batch_stats": batch_stats}, z,
-                                train=train, mutable=["batch_stats"] if train else False)
+  def _generate(self, params, batch_stats, z, train: bool, key: jax.Array | None = None):
+    """G(z); in training returns ``(images, {'batch_stats': ...})``."""
+    out = self.generator.apply({"params": params, "batch_stats": batch_stats}, z,
+                               train=train, mutable=["batch_stats"] if train else False,
+                               rngs=_rngs(key))
+    if not train:
+      return out
+    return out[0], {"batch_stats": out[1].get("batch_stats", {})}  # {} without BatchNorm
 
   def _discriminate(self, params, batch_stats, x):
     logits, upd = self.discriminator.apply({"params": params, "batch_stats": batch_stats},
                                            x, train=True, mutable=["batch_stats"])
-    return logits, upd["batch_stats"]
+    return logits, upd.get("batch_stats", {})
+
+  def _path_lengths(self, g_params, key: jax.Array, num: int) -> jax.Array:
+    """Path lengths of ``num`` fresh latents (noise, mixing, ``y`` from ``key``): ``[num]``."""
+    k_z, k_y, k_g = jax.random.split(key, 3)
+    variables = {"params": g_params}
+    ws = self.generator.apply(variables, self._batch_latents(k_z, num), train=True,
+                              rngs=_rngs(k_g), method="map")  # [num, L, w_dim]
+    h, w, _ = self.image_shape
+    y = jax.random.normal(k_y, (num, *self.image_shape)) / math.sqrt(h * w)
+    synth = lambda v: self.generator.apply(variables, v, train=True, rngs=_rngs(k_g),
+                                           method="synthesize")
+    return path_lengths(synth, ws, y)
 
   def train_step(self, state: GANState, batch: dict[str, jax.Array],
                  rng: jax.Array) -> tuple[GANState, dict[str, jax.Array]]:
@@ -212,7 +295,7 @@ class GANTask:
       # Discriminator update on real vs. G(z); G's BatchNorm statistics advance as in
       # the reference implementations (G runs in train mode to make the fake batch).
       fake, g_upd = self._generate(state.g_params, g_bs, self._batch_latents(k_z, num),
-                                   train=True)
+                                   train=True, key=jax.random.fold_in(key, 2))
       fake = jax.lax.stop_gradient(fake)
 
       def d_loss_fn(d_params):
@@ -260,12 +343,25 @@ class GANTask:
     z_g = self._batch_latents(k_zg, num)
 
     def g_loss_fn(g_params):
-      fake, g_upd2 = self._generate(g_params, g_upd["batch_stats"], z_g, train=True)
+      fake, g_upd2 = self._generate(g_params, g_upd["batch_stats"], z_g, train=True,
+                                    key=jax.random.fold_in(k_zg, 1))
       logits, bs = self._discriminate(d_params, d_bs, fake)
-      total, terms = losses.evaluate(self.g_weights, fake_logits=logits)
-      return total, (terms, g_upd2["batch_stats"], bs)
+      extra, pl_mean = {}, state.pl_mean
+      if self._pl:  # lazy path length regularisation (Eq. 4)
+        n_pl = num // self.pl_batch_shrink
+        active = state.step % self.pl_every == 0
+        lengths = jax.lax.cond(
+            active, lambda: self._path_lengths(g_params, jax.random.fold_in(k_zg, 2), n_pl),
+            lambda: jnp.zeros((n_pl,), jnp.float32))
+        ema = state.pl_mean + self.pl_decay * (
+            jnp.mean(jax.lax.stop_gradient(lengths)) - state.pl_mean)
+        pl_mean = jnp.where(active, ema, state.pl_mean)
+        # Off-steps: lengths := a, so the term and its gradient are exactly 0.
+        extra = {"pl_lengths": jnp.where(active, lengths, pl_mean), "pl_mean": pl_mean}
+      total, terms = losses.evaluate(self.g_weights, fake_logits=logits, **extra)
+      return total, (terms, g_upd2["batch_stats"], bs, pl_mean)
 
-    (g_loss, (g_terms, g_bs, d_bs)), g_grads = jax.value_and_grad(
+    (g_loss, (g_terms, g_bs, d_bs, pl_mean)), g_grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(state.g_params)
     g_updates, g_opt_state = self.tx_g.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
@@ -277,9 +373,11 @@ class GANTask:
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_batch_stats=g_bs, d_params=d_params,
         d_batch_stats=d_bs, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
-        g_ema_params=ema)
+        g_ema_params=ema, pl_mean=pl_mean)
     metrics = {**d_metrics, "g_loss": g_loss, **g_terms,
                "g_grad_norm": optax.tree.norm(g_grads)}
+    if self._pl:
+      metrics["pl_mean"] = pl_mean
     return new_state, metrics
 
   def sample(self, state: GANState, z: jax.Array) -> jax.Array:
