@@ -64,12 +64,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1})
 
   if arg == "runlocal":
+    # ~0.2 s per step on 2 CPU cores (input pipeline included): 10,000 steps of 64
+    # patches in about half an hour, the lr drop at 80% as in espcn_x3.py:runlocal.
     c.train.batch_size = 64
-    c.train.num_steps = 4000
+    c.train.num_steps = 10_000
     c.train.log_every = 100
-    c.train.sample_every = 1000
-    c.train.checkpoint_every = 500
+    c.train.sample_every = 2000
+    c.train.checkpoint_every = 1000
     c.optim.lr = 1e-3  # a short budget: a larger step, as in ESPCN's reimplementations
+    c.optim.schedule = "piecewise"
+    c.optim.boundaries = [8000]
+    c.optim.decay = 0.1
     c.eval.every = 0
   elif arg == "official_x4":
     c.model.variant = "9-5-5"
