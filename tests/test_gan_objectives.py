@@ -12,7 +12,7 @@ import pytest
 
 from genrepair import models, sharding, train
 from genrepair.tasks import gan
-from tests.conftest import REPO
+from tests.conftest import REPO, small_dcgan_config
 
 
 def _experiment(name, arg=None):
@@ -176,3 +176,18 @@ def test_eval_cli_on_a_gan_run_gives_fid_digits(tfds_dir, tmp_path):
   again = json.load(open(os.path.join(workdir, "eval", "step_0000001.json")))
   np.testing.assert_allclose(again["fid_digits"], r["metrics"]["eval/fid_digits"], rtol=1e-6)
   assert again["fid_digits"] > 100  # one step from random init: far from the digits
+
+
+def test_evaluate_inception_metric_checks_its_weights_before_sampling(tmp_path):
+  """config.eval.metric selects FID-digits or the Inception FID; missing weights are named."""
+  from genrepair import tasks  # pylint: disable=import-outside-toplevel
+  c = small_dcgan_config()
+  c.eval.metric = "inception"
+  c.data.data_dir = str(tmp_path)
+  task = tasks.get("gan")(c, mesh=sharding.make_mesh({"data": 1}, jax.devices()[:1]))
+  # state None: the weights are checked before any sample is drawn.
+  with pytest.raises(FileNotFoundError, match=str(tmp_path) + ".*fid_inception_v3"):
+    task.evaluate(None, c)
+  c.eval.metric = "fid"
+  with pytest.raises(ValueError, match="'digits' or 'inception'"):
+    task.evaluate(None, c)

