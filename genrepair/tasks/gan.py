@@ -211,7 +211,8 @@ class GANTask:
       self.g_weights["path_length"] = float(self.g_weights["path_length"]) * self.pl_every
 
   def init(self, rng: jax.Array) -> GANState:
-    """Initial state: N(0, 0.02) weights (DCGAN Sec. 4), fresh optimizer states."""
+    """Initial state: the model family's initialisers (DCGAN: N(0, 0.02), Sec. 4;
+    StyleGAN2: equalised-lr N(0, 1)), fresh optimizer states, path-length EMA ``a = 0``."""
     k_g, k_d = jax.random.split(rng)
     g_vars = self.generator.init(k_g, jnp.zeros((1, self.z_dim)), train=False)
     d_vars = self.discriminator.init(k_d, jnp.zeros((1, *self.image_shape)), train=False)
@@ -443,5 +444,8 @@ class GANTask:
 
   def protocol(self) -> dict[str, Any]:
     """What a sample means, stored in checkpoint metadata."""
-    return {"samples": "G(z), z ~ N(0, I) float32 [N, z_dim]; BatchNorm running"
-                       " statistics; images [-1, 1] -> uint8 by round((x + 1) * 127.5)"}
+    samples = ("G(z), z ~ N(0, I) float32 [N, z_dim]; BatchNorm running statistics;"
+               " images [-1, 1] -> uint8 by round((x + 1) * 127.5)")
+    if hasattr(self.generator, "synthesize"):
+      samples += "; no style mixing, each layer's fixed noise map (noise_mode 'const')"
+    return {"samples": samples}
