@@ -21,11 +21,11 @@ that paper).
 Digits (the default): the same model family and objective, shrunk to train on 2 CPU
 cores in ~25 minutes: variant ``digits32`` (32x32, widths 64/64/32/16 from 4x4 to 32x32,
 w_dim 128, 8 mapping layers: 344,795 G and 218,417 D parameters; widths 128/128/64/32
-measured 3x slower per step here), batch 32. MNIST digits
-are 28x28 and StyleGAN2 needs a power-of-two resolution: the networks run at 32x32, the
-generator's 32x32 output is centre-cropped to 28x28 and the discriminator pads its 28x28
-input (real or generated) with 2 pixels of -1 (black) per side, so training, sampling and
-FID-digits all see exactly 28x28 digits and D never sees a generated border. R1 gamma
+measured 3x slower per step here), batch 32. MNIST digits are 28x28 and StyleGAN2 needs a
+power-of-two resolution: the networks run at 32x32, the generator's 32x32 output is
+centre-cropped to 28x28 and the discriminator pads its 28x28 input (real or generated)
+with 2 pixels of -1 (black) per side, so training, sampling and FID-digits all see
+exactly 28x28 digits and D never sees a generated border. R1 gamma
 0.01 (the CIFAR-10 setting of StyleGAN2-ADA, Karras et al. 2020b, for 32x32 images; the
 paper's FFHQ value 10 is for 1024x1024 faces); a G EMA half-life of ~7k images (the
 paper: 10k images over a 25M-image run; StyleGAN2-ADA ramps it to 5% of the images seen,
@@ -38,16 +38,16 @@ genrepair/tasks/gan.py), and we keep the correction so the settings read as the 
 
 Measured here (5,000 steps, 17 min wall on 2 shared cores): the run **mode-collapses**
 (all samples one stroke by step ~1,000, a few shapes at the end): FID-digits 570.5,
-KID-digits 37.1, IS-digits 2.61 of 10,000 samples (DCGAN: FID-digits 100.3 at 3,000 steps).
-The discriminator is not the cause: a DCGAN generator (``dcgan`` ``mnist``) trained
-against this discriminator with this optimizer, loss and lazy R1 (no path length term:
-it needs w) reached FID-digits 156 (2,000 samples) after 500 steps. Every generator variation tried also lost its sample diversity within
-500-1,000 steps: lr 5e-4, or 2e-4 with beta1 0.5; R1 gamma 1 or 10; no path length
-term; no style mixing; 0 or 2 mapping layers; minibatch-stddev group 32; widths
-256/128/64/32; a tanh output. In the collapsed generator the style affines' biases grew ~3x while
-their z-dependent part did not, so the styles stopped depending on z. (StyleGAN2-ADA's
-32x32 CIFAR networks have 512 channels at every resolution.) A recipe that works at this
-size is open.
+KID-digits 37.1, IS-digits 2.61 of 10,000 samples (DCGAN: FID-digits 100.3 at 3,000
+steps). The discriminator is not the cause: a DCGAN generator (``dcgan`` ``mnist``)
+trained against this discriminator with this optimizer, loss and lazy R1 (no path length
+term: it needs w) reached FID-digits 156 (2,000 samples) after 500 steps. Every
+generator variation tried also lost its sample diversity within 500-1,000 steps: lr 5e-4,
+or 2e-4 with beta1 0.5; R1 gamma 1 or 10; no path length term; no style mixing; 0 or 2
+mapping layers; minibatch-stddev group 32; widths 256/128/64/32; a tanh output. In the
+collapsed generator the style affines' biases grew ~3x while their z-dependent part did
+not, so the styles stopped depending on z. (StyleGAN2-ADA's 32x32 CIFAR networks have 512
+channels at every resolution.) A recipe that works at this size is open.
 """
 
 import ml_collections
