@@ -50,8 +50,9 @@ Variants (``Model(variant=...)``); parameter counts for z_dim = w_dim, pinned in
 
 ``ffhq256`` is config F at 256x256 (``channel_base`` 32768, ``channel_max`` 512: the paper
 code's ``fmap_base = 16 << 10`` with its ``nf(stage)`` convention). With
-``resolution=image_size=1024`` the generator has 30,370,060 parameters, the count of the
-paper's released config-F FFHQ generator (29,012,513 for the discriminator here).
+``resolution=image_size=1024`` the generator has 30,370,060 parameters, which we believe is
+the count of the released config-F FFHQ generator (from memory, not checked against the
+released files; 29,012,513 for the discriminator here, not checked against anything).
 """
 
 from __future__ import annotations
