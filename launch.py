@@ -54,8 +54,10 @@ _MODEL = flags.DEFINE_string("model", None, "restore: a shipped model name (genr
                              "pretrained), e.g. dncnn_s25_gray, espcn_x3.")
 _MASK = flags.DEFINE_string("mask", None, "restore: inpainting hole mask image (white = hole),"
                             " the input's size.")
-_TILE = flags.DEFINE_integer("tile", None, "restore: tile size in model-input pixels (default"
-                             " 128, larger for models with a large receptive field).")
+_TILE = flags.DEFINE_integer("tile", None, "restore/eval: tile size in model-input pixels"
+                             " (restore default 128, larger for models with a large receptive"
+                             " field; eval: the config's eval.tile, 0 = chosen per dataset,"
+                             " -1 = whole images).")
 _OVERLAP = flags.DEFINE_integer("overlap", None, "restore: tile overlap in model-input pixels"
                                 " (default: twice the model's receptive-field radius).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "restore/export: replace an existing"
@@ -156,12 +158,19 @@ def _main(argv: list[str]) -> None:
       return
     if _DATASET.value:
       config.eval.dataset = _DATASET.value
+    if _TILE.value is not None:
+      with config.unlocked():  # runs saved before eval.tile existed lack the key
+        config.eval.tile = _TILE.value
     results = evaluate.evaluate(task, state, config, limit=_LIMIT.value)
     path = os.path.join(_WORKDIR.value, "eval", f"{config.eval.dataset}_step_{step:07d}.json")
     evaluate.write(results, path)
     print(evaluate.table(results))
+    tiling = results["tiling"]
+    where = ("whole images" if tiling["tile"] is None else
+             f"{tiling['tile']} px tiles (overlap {tiling['overlap']})")
     print(f"protocol: {task.eval_protocol().describe()}; noise seed {results['seed']};"
-          f" step {step}; written to {path}")
+          f" step {step}; model on {where}, {tiling['model_programs']} compiled model program(s); {results['seconds']:.1f} s;"
+          f" written to {path}")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

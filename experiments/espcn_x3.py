@@ -47,9 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       batch_size=64, num_steps=100_000, log_every=100, sample_every=10_000,
       checkpoint_every=10_000, keep_checkpoints=3))
+  # eval.tile: model tile size for evaluation; 0 = chosen per dataset (one compiled
+  # program for all images), -1 = whole images (genrepair/evaluate.py).
   c.eval = ml_collections.ConfigDict(dict(
       dataset="set5" if _has_data("sr/set5") else "natural_photos", split="test", seed=0,
-      every=20_000))
+      every=20_000, tile=0))
   c.sample = ml_collections.ConfigDict(dict(num=8, seed=0))
   c.mesh = ml_collections.ConfigDict({"data": -1})
 

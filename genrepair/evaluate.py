@@ -5,8 +5,21 @@ Each test image i is corrupted with ``fold_in(key(eval.seed), i)``, so two evalu
 the same checkpoint give identical numbers, and the corruption does not depend on which
 other images are evaluated. Deblurring uses kernel ``i mod N`` of the task's kernel set for
 image ``i``; inpainting uses the ``i``-th mask of the configured NVIDIA hole-ratio bin (see
-``eval_masks``). Images are evaluated whole (zero/edge padding of the model applies at the
-true image border); one compilation per distinct image shape (BSD68: two).
+``eval_masks``).
+
+**One compiled model for the whole dataset.** The model runs on fixed-size overlapping tiles
+(:class:`genrepair.restore.TiledRunner`), so every image at least a tile large in both
+directions uses the same compiled program, whatever its size. Tiles at the image border
+start at the border (the model's zero/edge padding applies at the true image border) and
+neighbouring tiles overlap by twice the model's receptive-field radius, so the output equals
+whole-image processing up to float summation order (``tests/test_evaluate.py`` checks
+1e-5). ``eval.tile``: 0 (default) chooses the tile that minimises the pixels computed over
+the dataset's images (:func:`choose_tile`; BSD68 with DnCNN-S: 184, six tiles per image,
+1.31x the image pixels); a positive value fixes it; -1 evaluates whole images (one program
+per distinct image shape, as does a model whose receptive field is unknown or whose
+'VALID' padding shrinks the output). Corruption
+and PSNR/SSIM are small elementwise programs, still one per image shape. The results record
+the tiling and the number of compiled model programs (``'tiling'``).
 
 Where the degradation has a classical baseline (:mod:`genrepair.baselines`: median filter,
 Wiener deconvolution, biharmonic inpainting) it runs on the same corrupted input and is
@@ -25,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genrepair import baselines, data, degradations, io, metrics
+from genrepair import baselines, data, degradations, io, metrics, restore
 from genrepair.tasks import restoration
 
 _STROKE_SEED_OFFSET = 1_000_003  # eval stroke masks: a key stream apart from the noise keys
@@ -68,6 +81,48 @@ def eval_data_config(config: ml_collections.ConfigDict) -> ml_collections.Config
       tfds_dir=config.data.get("tfds_dir", "")))
 
 
+def choose_tile(shapes: list[tuple[int, int]], *, overlap: int, align: int = 1,
+                min_tile: int = restore.DEFAULT_TILE, max_tile: int = 512) -> int:
+  """The tile size that computes the fewest pixels over a dataset with one tile shape.
+
+  For each candidate tile ``T`` (multiples of ``align`` from ``max(min_tile, 2 * overlap
+  + align)`` up to ``max_tile`` and up to the smallest image side, so that every image
+  is at least one tile in both directions and all share one compiled program), the cost
+  is the summed area of the tiles :class:`genrepair.restore.TiledRunner` lays over each
+  image (starts ``0, T - overlap, ...``, the last one aligned to the image end). Ties go
+  to the larger tile (fewer calls).
+
+  Args:
+    shapes: ``(height, width)`` of each model input, in model-input pixels.
+    overlap: the tiles' minimum overlap (pixels).
+    align: tile starts and sizes must be multiples of this (U-Nets: ``2^depth``).
+    min_tile, max_tile: the range searched.
+
+  Returns:
+    The tile size. If the smallest image side is below the smallest candidate, that
+    candidate (images smaller than it along an axis then get their own program).
+
+  Raises:
+    ValueError: no shapes.
+  """
+  if not shapes:
+    raise ValueError("choose_tile needs at least one image shape.")
+  padded = [(h + -h % align, w + -w % align) for h, w in shapes]
+  lo = -(-max(min_tile, 2 * overlap + align) // align) * align
+  hi = min(max_tile, min(min(hw) for hw in padded)) // align * align
+  best, best_cost = lo, None
+  for tile in (range(hi, lo - 1, -align) if hi >= lo else [lo]):
+    stride = tile - overlap
+    cost = 0
+    for h, w in padded:
+      th, tw = min(tile, h), min(tile, w)
+      cost += (len(restore._starts(h, th, stride)) * len(restore._starts(w, tw, stride))  # pylint: disable=protected-access
+               * th * tw)
+    if best_cost is None or cost < best_cost:
+      best, best_cost = tile, cost
+  return best
+
+
 def evaluate(task, state, config: ml_collections.ConfigDict,
              limit: int | None = None) -> dict[str, Any]:
   """Evaluates a restoration state on ``config.eval.dataset`` / ``config.eval.split``.
@@ -75,7 +130,8 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
   Args:
     task: a ``RestorationTask``.
     state: its state (replicated arrays).
-    config: the run config; uses ``eval.dataset``, ``eval.split``, ``eval.seed``.
+    config: the run config; uses ``eval.dataset``, ``eval.split``, ``eval.seed`` and
+      ``eval.tile`` (optional, default 0: see the module docstring).
     limit: evaluate only the first ``limit`` images (smoke tests).
 
   Returns:
@@ -85,9 +141,12 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
     ``'baseline_psnr'``, ``'baseline_ssim'`` means where the kind has a classical baseline).
     ``input_psnr`` is the PSNR of the corrupted input itself (bicubic upscale for SR; the
     masked image with zero holes for inpainting), the floor any model must beat.
+    ``'tiling'``: ``{'tile', 'overlap', 'model_programs'}`` (``tile`` None: whole images).
 
   Raises:
-    ValueError, FileNotFoundError: the eval dataset cannot be read.
+    ValueError, FileNotFoundError: the eval dataset cannot be read; ``eval.tile`` smaller
+      than twice the model's receptive-field radius plus one (the result would not equal
+      whole-image processing).
   """
   t0 = time.perf_counter()
   ec = config.eval
@@ -101,19 +160,31 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
            else [None] * len(images))
   with_baseline = kind in baselines.KINDS and ec.get("baseline", True)
 
+  tile_cfg = int(ec.get("tile", 0))
+  radius = restore.receptive_radius(task.model)
+  # 'VALID' models (SRCNN as published) shrink their output: evaluated whole.
+  tiled = (tile_cfg >= 0 and radius is not None
+           and getattr(task.model, "padding", None) != "VALID")
+  if tiled and tile_cfg:
+    align = restore.alignment(task.model)
+    overlap = -(-2 * radius // align) * align
+    if tile_cfg < 2 * overlap or tile_cfg % align:
+      raise ValueError(f"eval.tile={tile_cfg} does not suit {type(task.model).__name__}:"
+                       f" tiles overlap by {overlap} pixels (twice the receptive-field"
+                       f" radius {radius}), so eval.tile must be a multiple of {align} and"
+                       f" at least {2 * overlap} (or 0 = automatic, -1 = whole images).")
+
   @jax.jit
-  def measure(state, image, key, mask, kernel_index):
-    # One compiled program per image shape: corrupt, restore, measure output and input.
+  def corrupt(image, key, mask, kernel_index):
+    # The model input and the input's own score: the noisy image, or the bicubic upscale
+    # for SR (one small program per image shape).
     clean = task.clean_from_uint8(image)  # [1, H, W, C] in [0, 1]
     x = task.degrade(key, clean, mask=mask, kernel_index=kernel_index)
-    out = jnp.clip(task.apply(state.params, state.batch_stats, x, train=False)[0], 0.0, 1.0)
-    # The input's own score: the noisy image, or the bicubic upscale for SR.
     floor = x[..., :clean.shape[-1]]
     if floor.shape != clean.shape:
       floor = degradations.imresize(x, scale=float(scale))
     floor = jnp.clip(floor, 0.0, 1.0)
-    return (metrics.psnr(out, clean, protocol)[0], metrics.ssim(out, clean, protocol)[0],
-            metrics.psnr(floor, clean, protocol)[0], x, clean)
+    return x, clean, metrics.psnr(floor, clean, protocol)[0]
 
   @jax.jit
   def score(pred, clean):
@@ -124,15 +195,35 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
   # jit run every image on every device: evaluate on this process's first device.
   state = jax.tree.map(lambda a: a.addressable_data(0), state)
   key = jax.random.key(int(ec.seed))
-  rows = []
+  corrupted = []
   for i, (name, image) in enumerate(images):
     if scale > 1:
       image = io.modcrop(image, scale)
     k_index = None
     if kind == "blur":
       k_index = jnp.full((1,), i % len(task.kernels), jnp.int32)
-    p, s, p_in, x, clean = measure(state, jnp.asarray(image[None]),
-                                   jax.random.fold_in(key, i), masks[i], k_index)
+    corrupted.append(corrupt(jnp.asarray(image[None]), jax.random.fold_in(key, i), masks[i],
+                             k_index))
+
+  if tiled:
+    align = restore.alignment(task.model)
+    overlap = -(-2 * radius // align) * align
+    tile = tile_cfg or choose_tile([tuple(x.shape[1:3]) for x, _, _ in corrupted],
+                                   overlap=overlap, align=align)
+    runner = restore.TiledRunner(task, state, tile=tile, overlap=overlap, batch=1)
+    model = lambda x: jnp.asarray(runner(np.asarray(x[0])))[None]
+  else:
+    traces = []
+
+    @jax.jit
+    def whole(state, x):
+      traces.append(x.shape)
+      return task.apply(state.params, state.batch_stats, x, train=False)[0]
+    model = lambda x: whole(state, x)
+
+  rows = []
+  for i, ((name, _), (x, clean, p_in)) in enumerate(zip(images, corrupted)):
+    p, s = score(model(x), clean)
     row = {"name": name, "psnr": float(p), "ssim": float(s), "input_psnr": float(p_in)}
     if with_baseline:
       params = {}
@@ -149,6 +240,8 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
       "ssim": float(np.mean([r["ssim"] for r in rows])),
       "input_psnr": float(np.mean([r["input_psnr"] for r in rows])),
       "per_image": rows, "protocol": task.protocol(), "seed": int(ec.seed),
+      "tiling": (dict(tile=runner.tile, overlap=runner.overlap, model_programs=runner.traces)
+                 if tiled else dict(tile=None, overlap=None, model_programs=len(traces))),
   }
   if with_baseline:
     results.update(baseline=baselines.NAMES[kind],

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genrepair import sharding, train
+from genrepair import data, sharding, train
 from tests.conftest import CACHE_DIR, REPO
 
 
@@ -124,6 +124,55 @@ def test_two_steps_with_eval_and_eval_cli(tfds_dir, tmp_path, monkeypatch):
   assert "mean (2)" in out.stdout and "uint8" in out.stdout
   again = json.load(open(os.path.join(workdir, "eval", "natural_photos_gray_step_0000002.json")))
   assert again["psnr"] == results["psnr"]
+
+
+def test_tiled_eval_equals_whole_images_with_one_program(tfds_dir, monkeypatch):
+  """eval.tile: tiled evaluation gives the whole-image numbers with one compiled model for
+  images of different shapes; the automatic tile minimises the computed pixels."""
+  del tfds_dir
+  from genrepair import evaluate  # pylint: disable=import-outside-toplevel
+  c = _tiny_dncnn(monkeypatch)  # depth 3: receptive-field radius 3, tile overlap 6
+  task, mesh, init_rng, _, _, state_sharding = train.build(c, sharding.make_mesh({"data": -1}))
+  del mesh
+  state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  # Perturb BatchNorm statistics so that the random network is far from the identity.
+  state = state.replace(batch_stats=jax.tree.map(lambda a: a + 0.3, state.batch_stats))
+  runs = {}
+  for tile in (-1, 0, 24):
+    c.eval.tile = tile
+    runs[tile] = evaluate.evaluate(task, state, c)
+  whole, auto, small = runs[-1], runs[0], runs[24]
+  images = data.eval_images(evaluate.eval_data_config(c), c.eval.split)
+  assert len(whole["per_image"]) == 2 and len({im.shape for _, im in images}) == 2
+  assert whole["tiling"] == {"tile": None, "overlap": None, "model_programs": 2}
+  assert auto["tiling"]["model_programs"] == 1 and auto["tiling"]["overlap"] == 6
+  assert small["tiling"] == {"tile": 24, "overlap": 6, "model_programs": 1}
+  for r in (auto, small):
+    for a, b in zip(whole["per_image"], r["per_image"]):
+      assert abs(a["psnr"] - b["psnr"]) < 1e-3 and abs(a["ssim"] - b["ssim"]) < 1e-5, (a, b)
+    assert whole["psnr"] != 0 and abs(whole["psnr"] - r["psnr"]) < 1e-3
+  c.eval.tile = 10  # < 2 x overlap: refused before any image is read
+  with pytest.raises(ValueError, match="eval.tile=10 .* at least 12"):
+    evaluate.evaluate(task, state, c)
+
+
+def test_choose_tile_minimises_computed_pixels():
+  from genrepair import evaluate  # pylint: disable=import-outside-toplevel
+  # BSD68 (321x481 both ways), DnCNN-S overlap 34: 2 x 3 tiles need 2T - 34 >= 321 and
+  # 3T - 68 >= 481, i.e. T >= 183; fewer tiles per image need T >= 321 > the short side.
+  assert evaluate.choose_tile([(321, 481), (481, 321)], overlap=34) == 183
+  # Brute force over the same candidates and the same tile layout.
+  shapes = [(256, 256), (512, 512), (228, 344)]
+  def cost(t):
+    n = lambda length: 1 if length <= t else -(-(length - t) // (t - 16)) + 1
+    return sum(n(h) * n(w) * t * t for h, w in shapes)
+  want = min(range(228, 127, -1), key=cost)
+  assert evaluate.choose_tile(shapes, overlap=16) == want
+  # Alignment (U-Nets): tiles are multiples of 8; an image below the minimum tile keeps it.
+  assert evaluate.choose_tile([(500, 500)], overlap=40, align=8) % 8 == 0
+  assert evaluate.choose_tile([(60, 90)], overlap=16) == 128
+  with pytest.raises(ValueError, match="at least one image shape"):
+    evaluate.choose_tile([], overlap=4)
 
 
 def _data_root():
