@@ -330,3 +330,27 @@ def test_valid_convolutions_are_computed_padded_and_cropped():
     jaxpr = str(jax.make_jaxpr(lambda x, w, f=xla: f(x, w, (1, 1), "VALID",
                                                       dimension_numbers=dn))(*args))
     assert "padding=((0, 0), (0, 0))" in jaxpr and "slice" not in jaxpr
+
+
+@pytest.mark.parametrize("name", ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2",
+                                  "3x3_s2_explicit_dilated", "t3x3_explicit_dilated",
+                                  "srcnn_5x5_valid", "valid_5x5_cin8"])
+def test_second_order_gradients_match_flax(name):
+  """Gradient-penalty style terms (WGAN-GP, R1): d/dparams of ||d<layer(x), c>/dx||^2.
+
+  The input gradient goes through ``conv.input_grad`` (itself a ``conv_general_dilated``),
+  so these second-order terms use this module's weight gradients."""
+  plain, fast, matmul = _layers(name)
+  params, x, c = _inputs(name, plain)
+
+  def penalty(layer):
+    def fn(params, x):
+      gx = jax.grad(lambda x: jnp.sum(layer.apply({"params": params}, x) * c))(x)
+      return jnp.sum(gx ** 2) + jnp.sum(jnp.sin(gx) * x)  # depends on x and on gx
+    return jax.jit(jax.grad(fn, argnums=(0, 1)))
+
+  want = penalty(plain)(params, x)
+  assert float(np.max(np.abs(np.asarray(want[0]["kernel"])))) > 0.1
+  for label, layer in (("auto", fast), ("matmul", matmul)):
+    _assert_close(penalty(layer)(params, x), want, 1e-5, f"{name} {label} second order")
+
