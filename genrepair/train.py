@@ -17,6 +17,7 @@ bit-identically (same machine, same device count).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -200,7 +201,18 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   writer = writers.MetricWriter(workdir, enabled=pid == 0, resume_step=step)
   progress = writers.Progress(tc.num_steps, step)
-  step_fn = jax.jit(task.train_step, donate_argnums=0, out_shardings=(state_sharding, repl))
+  # One compiled step, or one per static variant where the task has them (GANs with lazy
+  # regularisers: ``task.step_variant(step)``, a hashable chosen on the host from the step).
+  step_variant = getattr(task, "step_variant", lambda step: None)
+  step_fns = {}
+
+  def step_fn_for(step):
+    variant = step_variant(step)
+    if variant not in step_fns:
+      fn = (task.train_step if variant is None
+            else functools.partial(task.train_step, variant=variant))
+      step_fns[variant] = jax.jit(fn, donate_argnums=0, out_shardings=(state_sharding, repl))
+    return step_fns[variant]
   preview_fn = jax.jit(task.preview, out_shardings=repl)
   preview_in = jax.jit(
       lambda b: task.preview_inputs(jax.random.key(config.sample.seed), b, config.sample.num),
@@ -253,7 +265,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       host_batch = next(data_it)
       batch = sharding.to_global(host_batch, mesh)
       with jax.transfer_guard("disallow"):  # No hidden host<->device copies in the loop.
-        state, metrics = step_fn(state, batch, train_rng)
+        state, metrics = step_fn_for(step)(state, batch, train_rng)
       step += 1
       pending.append(metrics)
       if first:

@@ -2,6 +2,7 @@
 spectral norm's sigma against an SVD, n_critic, lazy R1, generator EMA, 2-step runs of the
 WGAN-GP / SNGAN / LSGAN experiments."""
 
+import functools
 import importlib.util
 import os
 
@@ -147,6 +148,19 @@ def test_n_critic_lazy_r1_and_ema(tfds_dir):
   ema_out = task.generator.apply({"params": s2.g_ema_params, "batch_stats": s2.g_batch_stats},
                                  z, train=False)
   np.testing.assert_allclose(task.sample(s2, z), ema_out, atol=1e-6)
+  # The training loop's static variants (no lax.cond) give the lax.cond path's numbers.
+  assert [task.step_variant(i) for i in (0, 1, 4)] == [(True, True), (False, True),
+                                                       (True, True)]
+  for s_in, s_want, m_want in ((s0, s1, m1), (s1, s2, m2)):
+    variant = task.step_variant(int(s_in.step))
+    fn = jax.jit(functools.partial(task.train_step, variant=variant))
+    assert "cond[" not in str(jax.make_jaxpr(fn)(s_in, batch, train_rng))
+    s_got, m_got = fn(s_in, batch, train_rng)
+    for k in ("d_loss", "r1_penalty", "g_loss"):
+      np.testing.assert_allclose(m_got[k], m_want[k], rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree.leaves(s_want.d_params), jax.tree.leaves(s_got.d_params)):
+      np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+  assert "cond[" in str(jax.make_jaxpr(task.train_step)(s0, batch, train_rng))
 
 
 @pytest.mark.parametrize("name", ["wgan_gp_mnist", "sngan_mnist", "lsgan_mnist"])

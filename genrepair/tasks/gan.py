@@ -28,8 +28,10 @@ Objectives are selected by config, never by a new loop:
   (jax#12868; measured here: D forward+backward 33 ms alone, 540 ms per iteration of a
   scan), and the WGAN-GP step went from ~9-12 s to 0.8 s unrolled.
 - ``config.train.r1_every`` (default 1): lazy R1 (StyleGAN2, Karras et al. 2020 Sec. 3.1):
-  the penalty is evaluated on steps with ``step % r1_every == 0`` (``lax.cond``), its
-  weight multiplied by ``r1_every``.
+  the penalty is evaluated on steps with ``step % r1_every == 0``, its weight multiplied
+  by ``r1_every``. The training loop compiles one step per combination of active lazy
+  terms (:meth:`GANTask.step_variant`); ``train_step`` called without ``variant`` picks
+  them with ``lax.cond`` instead.
 - ``config.model.ema_decay`` (default 0 = off): an exponential moving average of the
   generator's weights (Karras et al. 2018, "Progressive Growing of GANs", Sec. 5; Yazici et
   al. ICLR 2019) kept in the state and used for sampling and evaluation.
@@ -269,14 +271,37 @@ class GANTask:
                                            method="synthesize")
     return path_lengths(synth, ws, y)
 
+  def step_variant(self, step: int) -> tuple[bool, bool] | None:
+    """The lazy regularisers that run at ``step``: ``(R1, path length)``, or None.
+
+    The training loop (``genrepair.train``) passes this to :meth:`train_step` as
+    ``variant`` and keeps one compiled step per variant (at most four), so a lazy term is
+    a plain part of the program on the steps that have it instead of a ``lax.cond``
+    branch: XLA:CPU runs convolutions inside control flow an order of magnitude slower
+    (jax#12868; the R1 gradient of the DCGAN critic: 72 ms plain, 1.38 s inside
+    ``lax.cond``). None (one program, no lazy term) when no regulariser is lazy.
+
+    Args:
+      step: the host's step counter, equal to ``state.step`` of the state the step gets.
+    """
+    if not ((self._r1 and self.r1_every > 1) or (self._pl and self.pl_every > 1)):
+      return None
+    return (step % self.r1_every == 0, step % self.pl_every == 0)
+
   def train_step(self, state: GANState, batch: dict[str, jax.Array],
-                 rng: jax.Array) -> tuple[GANState, dict[str, jax.Array]]:
+                 rng: jax.Array, variant: tuple[bool, bool] | None = None
+                 ) -> tuple[GANState, dict[str, jax.Array]]:
     """One D update then one G update.
 
     Args:
       state: current :class:`GANState`.
       batch: ``{'image': uint8 [B, H, W, C], ...}`` (sharded over ``data``).
       rng: the run's base key; folded with ``state.step`` here.
+      variant: static (Python) ``(r1_active, pl_active)`` from :meth:`step_variant` of
+        ``state.step``, or None: the lazy terms are then chosen on device by
+        ``state.step`` (``lax.cond``; the same numbers up to float rounding, slower on
+        CPU). A variant that does not match ``state.step`` trains with the wrong lazy
+        schedule.
 
     Returns:
       ``(new_state, metrics)``; metrics is a flat dict of float32 scalars: ``d_loss``,
@@ -315,8 +340,13 @@ class GANTask:
           extra["interp_grad_norm"] = jnp.sqrt(input_gradient_sq_norms(score, x_hat) + 1e-12)
         if self._r1:
           r1 = lambda: input_gradient_sq_norms(score, real)
-          extra["real_grad_sq"] = (r1() if self.r1_every == 1 else jax.lax.cond(
-              state.step % self.r1_every == 0, r1, lambda: jnp.zeros((num,), jnp.float32)))
+          no_r1 = lambda: jnp.zeros((num,), jnp.float32)
+          if self.r1_every == 1:
+            extra["real_grad_sq"] = r1()
+          elif variant is not None:  # chosen on the host: no control flow in the program
+            extra["real_grad_sq"] = r1() if variant[0] else no_r1()
+          else:
+            extra["real_grad_sq"] = jax.lax.cond(state.step % self.r1_every == 0, r1, no_r1)
         total, terms = losses.evaluate(self.d_weights, real_logits=real_logits,
                                        fake_logits=fake_logits, **extra)
         return total, (terms, bs, real_logits, fake_logits)
@@ -354,9 +384,13 @@ class GANTask:
       if self._pl:  # lazy path length regularisation (Eq. 4)
         n_pl = num // self.pl_batch_shrink
         active = state.step % self.pl_every == 0
-        lengths = jax.lax.cond(
-            active, lambda: self._path_lengths(g_params, jax.random.fold_in(k_zg, 2), n_pl),
-            lambda: jnp.zeros((n_pl,), jnp.float32))
+        pl = lambda: self._path_lengths(g_params, jax.random.fold_in(k_zg, 2), n_pl)
+        no_pl = lambda: jnp.zeros((n_pl,), jnp.float32)
+        if variant is not None:  # chosen on the host (see step_variant)
+          active = jnp.asarray(bool(variant[1]))
+          lengths = pl() if variant[1] else no_pl()
+        else:
+          lengths = jax.lax.cond(active, pl, no_pl)
         ema = state.pl_mean + self.pl_decay * (
             jnp.mean(jax.lax.stop_gradient(lengths)) - state.pl_mean)
         pl_mean = jnp.where(active, ema, state.pl_mean)
