@@ -165,9 +165,10 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
   # 'VALID' models (SRCNN as published) shrink their output: evaluated whole.
   tiled = (tile_cfg >= 0 and radius is not None
            and getattr(task.model, "padding", None) != "VALID")
-  if tiled and tile_cfg:
+  if tiled:  # tiles overlap by twice the receptive-field radius, rounded to the alignment
     align = restore.alignment(task.model)
     overlap = -(-2 * radius // align) * align
+  if tiled and tile_cfg:
     if tile_cfg < 2 * overlap or tile_cfg % align:
       raise ValueError(f"eval.tile={tile_cfg} does not suit {type(task.model).__name__}:"
                        f" tiles overlap by {overlap} pixels (twice the receptive-field"
@@ -206,8 +207,6 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
                              k_index))
 
   if tiled:
-    align = restore.alignment(task.model)
-    overlap = -(-2 * radius // align) * align
     tile = tile_cfg or choose_tile([tuple(x.shape[1:3]) for x, _, _ in corrupted],
                                    overlap=overlap, align=align)
     runner = restore.TiledRunner(task, state, tile=tile, overlap=overlap, batch=1)
