@@ -172,6 +172,27 @@ def test_two_steps_of_each_gan_experiment(name, tfds_dir, tmp_path):
   assert os.path.isfile(tmp_path / name / "samples" / "final.png")
 
 
+def test_fid_digits_evaluated_periodically_during_training(tfds_dir, tmp_path):
+  """eval.every: FID/KID/IS-digits at steps 1, 2 (periodic) and at the end (3), in the
+  run's eval/ JSONs and its metrics log; evaluating does not change the training."""
+  del tfds_dir
+  import json  # pylint: disable=import-outside-toplevel
+  c = _small("lsgan_mnist", num_steps=3)
+  c.eval.every = 1
+  r = train.run(c, str(tmp_path / "periodic"))
+  evals = {step: json.load(open(tmp_path / "periodic" / "eval" / f"step_{step:07d}.json"))
+           for step in (1, 2, 3)}
+  assert all(np.isfinite(e["fid_digits"]) and e["num_samples"] == 100
+             for e in evals.values())
+  assert evals[3]["fid_digits"] == r["metrics"]["eval/fid_digits"]
+  logged = [json.loads(line) for line in open(tmp_path / "periodic" / "metrics.jsonl")]
+  assert sorted(m["step"] for m in logged if "eval/fid_digits" in m) == [1, 2, 3]
+  c.eval.every = 0
+  quiet = train.run(c, str(tmp_path / "end_only"))
+  assert quiet["metrics"]["eval/fid_digits"] == r["metrics"]["eval/fid_digits"]
+  assert not (tmp_path / "end_only" / "eval" / "step_0000001.json").exists()
+
+
 def test_eval_cli_on_a_gan_run_gives_fid_digits(tfds_dir, tmp_path):
   """`launch.py eval` on a GAN run: the task's own metrics, same numbers as the run's end."""
   del tfds_dir
