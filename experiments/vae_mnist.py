@@ -20,7 +20,8 @@ data augmentation). Model ``models/vae.py`` variant 'mnist': a convolutional enc
 decoder sized so that the k = 5000 test likelihood (5 * 10^7 decoder passes) stays within
 CPU reach. Adam (Kingma & Ba 2015).
 
-Expected: test NLL (IWAE-5000) <= 95 nats. For reference, with all 60,000 training digits
+Expected: test NLL (IWAE-5000) <= 95 nats. Measured (2026-11-29, `:runlocal`, 2 shared CPU
+cores, 13.7 min training + 12.6 min evaluation): **94.56 +- 0.24 nats** (test ELBO -102.01). For reference, with all 60,000 training digits
 pythae (Chadebec et al., NeurIPS 2022) reports 89.78 nats for its VAE and
 Burda et al. 86.76 nats (VAE, one stochastic layer, k = 1 training); with 5,000 digits the
 model overfits sooner (train ELBO ~6 nats above the test ELBO after 10,000 steps). On the
