@@ -56,8 +56,8 @@ _MASK = flags.DEFINE_string("mask", None, "restore: inpainting hole mask image (
                             " the input's size.")
 _TILE = flags.DEFINE_integer("tile", None, "restore/eval: tile size in model-input pixels"
                              " (restore default 128, larger for models with a large receptive"
-                             " field; eval: the config's eval.tile, 0 = chosen per dataset,"
-                             " -1 = whole images).")
+                             " field; eval: the config's eval.tile, 0 = automatic, N = tiles"
+                             " of N px, -1 = whole images).")
 _OVERLAP = flags.DEFINE_integer("overlap", None, "restore: tile overlap in model-input pixels"
                                 " (default: twice the model's receptive-field radius).")
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "restore/export: replace an existing"

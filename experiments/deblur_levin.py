@@ -60,8 +60,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       batch_size=16, num_steps=100_000, log_every=100, sample_every=5000,
       checkpoint_every=5000, keep_checkpoints=3))
-  # eval.tile: model tile size for evaluation; 0 = chosen per dataset (one compiled
-  # program for all images), -1 = whole images (genrepair/evaluate.py).
+  # eval.tile: 0 = automatic (whole images for <= 4 distinct shapes, else tiles sized for
+  # the dataset: one compiled model), N = tiles of N px, -1 = whole (genrepair/evaluate.py).
   c.eval = ml_collections.ConfigDict(dict(
       dataset="set12" if _has_data("denoise/set12") else "natural_photos_gray",
       split="test", seed=0, every=20_000, baseline=True, tile=0))

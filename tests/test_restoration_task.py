@@ -128,7 +128,7 @@ def test_two_steps_with_eval_and_eval_cli(tfds_dir, tmp_path, monkeypatch):
 
 def test_tiled_eval_equals_whole_images_with_one_program(tfds_dir, monkeypatch):
   """eval.tile: tiled evaluation gives the whole-image numbers with one compiled model for
-  images of different shapes; the automatic tile minimises the computed pixels."""
+  images of different shapes; automatic: whole images for few shapes, else tiles."""
   del tfds_dir
   from genrepair import evaluate  # pylint: disable=import-outside-toplevel
   c = _tiny_dncnn(monkeypatch)  # depth 3: receptive-field radius 3, tile overlap 6
@@ -141,6 +141,10 @@ def test_tiled_eval_equals_whole_images_with_one_program(tfds_dir, monkeypatch):
   for tile in (-1, 0, 24):
     c.eval.tile = tile
     runs[tile] = evaluate.evaluate(task, state, c)
+  assert runs[0]["tiling"] == runs[-1]["tiling"]  # automatic: 2 shapes <= 4, whole images
+  monkeypatch.setattr(evaluate, "WHOLE_MAX_SHAPES", 1)
+  c.eval.tile = 0
+  runs[0] = evaluate.evaluate(task, state, c)  # automatic: 2 shapes > 1, tiles
   whole, auto, small = runs[-1], runs[0], runs[24]
   images = data.eval_images(evaluate.eval_data_config(c), c.eval.split)
   assert len(whole["per_image"]) == 2 and len({im.shape for _, im in images}) == 2
