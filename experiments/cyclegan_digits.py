@@ -91,7 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       domains=dict(a=dict(name="mnist_idx", split="test[:500]"),
                    b=dict(name="sklearn_digits", split="train[1297:]")),
       batch_size=100,  # images per compiled translation call
-      fid=True))  # FID-digits per direction (genrepair.metrics.digits)
+      fid=True,  # FID-digits per direction (genrepair.metrics.digits)
+      every=1000))  # also every 1000 steps during training (a few seconds each)
   c.mesh = ml_collections.ConfigDict({"data": -1})
 
   if arg == "runlocal":
