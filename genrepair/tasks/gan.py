@@ -26,7 +26,8 @@ Objectives are selected by config, never by a new loop:
   update uses ``B / n_critic`` latents. Implemented with ``lax.scan``, fully unrolled:
   XLA:CPU runs convolutions inside a loop body an order of magnitude slower than outside
   (jax#12868; measured here: D forward+backward 33 ms alone, 540 ms per iteration of a
-  scan), and the WGAN-GP step went from ~9-12 s to 0.8 s unrolled.
+  scan); unrolled, and with ``conv.input_grad``, the WGAN-GP step went from 8.8-11.8 s
+  to 0.8 s.
 - ``config.train.r1_every`` (default 1): lazy R1 (StyleGAN2, Karras et al. 2020 Sec. 3.1):
   the penalty is evaluated on steps with ``step % r1_every == 0``, its weight multiplied
   by ``r1_every``. The training loop compiles one step per combination of active lazy
