@@ -15,12 +15,19 @@ _OPTIMIZERS = {
 def make_schedule(cfg: ml_collections.ConfigDict, where: str) -> optax.Schedule | float:
   """Learning rate (float) or schedule from ``cfg``.
 
-  Fields: ``lr`` (> 0); optional ``schedule``: ``'constant'`` (default) or ``'piecewise'``
-  with ``boundaries`` (steps, increasing) and ``decay`` (factor applied at each boundary),
-  e.g. DnCNN's 1e-3 -> 1e-4 at a given step.
+  Fields: ``lr`` (> 0); optional ``schedule``:
+
+  - ``'constant'`` (default);
+  - ``'piecewise'`` with ``boundaries`` (steps, increasing) and ``decay`` (factor applied
+    at each boundary), e.g. DnCNN's 1e-3 -> 1e-4 at a given step;
+  - ``'cosine'`` with ``decay_steps`` (> 0) and optional ``alpha`` (final lr as a fraction
+    of ``lr``, in [0, 1], default 0): ``lr * ((1 - alpha) * 0.5 * (1 + cos(pi * t /
+    decay_steps)) + alpha)`` for ``t <= decay_steps``, then ``lr * alpha`` (Loshchilov &
+    Hutter 2017, SGDR without restarts; ``optax.cosine_decay_schedule``).
 
   Raises:
-    ValueError: non-positive lr, unknown schedule, bad boundaries or decay.
+    ValueError: non-positive lr, unknown schedule, bad boundaries, decay, decay_steps or
+      alpha (the message names the field).
   """
   if not cfg.lr > 0:
     raise ValueError(f"{where}.lr must be > 0, got {cfg.lr}.")
@@ -34,7 +41,16 @@ def make_schedule(cfg: ml_collections.ConfigDict, where: str) -> optax.Schedule 
     if not 0 < cfg.decay <= 1:
       raise ValueError(f"{where}.decay must be in (0, 1], got {cfg.decay}.")
     return optax.piecewise_constant_schedule(cfg.lr, {b: cfg.decay for b in bounds})
-  raise ValueError(f"{where}.schedule={kind!r}; known: 'constant', 'piecewise'.")
+  if kind == "cosine":
+    steps = cfg.get("decay_steps", 0)
+    if not (isinstance(steps, int) and steps > 0):
+      raise ValueError(f"{where}.decay_steps must be a positive int for the cosine schedule,"
+                       f" got {steps!r}.")
+    alpha = cfg.get("alpha", 0.0)
+    if not 0 <= alpha <= 1:
+      raise ValueError(f"{where}.alpha must be in [0, 1], got {alpha}.")
+    return optax.cosine_decay_schedule(cfg.lr, decay_steps=steps, alpha=alpha)
+  raise ValueError(f"{where}.schedule={kind!r}; known: 'constant', 'piecewise', 'cosine'.")
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, where: str) -> optax.GradientTransformation:
