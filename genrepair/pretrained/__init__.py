@@ -9,7 +9,7 @@ run's ``launch.py eval`` results (``experiments/README.md``); all are CPU-budget
 | name | task | source run | measured |
 |---|---|---|---|
 | ``espcn_x3`` | x3 SR, 1 channel (Y) | ``espcn_x3.py:runlocal``, T91, 15,000 steps | Set5 32.25 dB, Set14 28.90 dB |
-| ``dncnn_s25_gray`` | denoising, sigma 25, gray | ``dncnn_sigma25.py:runlocal``, Train400, 1,500 steps | BSD68 26.83 dB (input 20.48) |
+| ``dncnn_s25_gray`` | denoising, sigma 25, gray | ``dncnn_sigma25.py:runlocal``, Train400, 2,500 steps | BSD68 27.55 dB (input 20.48) |
 | ``inpaint_unet_gray`` | inpainting, gray, mask = white holes | ``inpaint_irregular.py:runlocal``, Train400 + stroke masks, 3,000 steps | Set12 with NVIDIA masks (20-30% holes) 24.50 dB (biharmonic 23.71, input 12.47) |
 
 Files: ``<name>.npz`` in this folder. SR numbers are Y-channel PSNR with a 3-pixel shave;
@@ -36,7 +36,7 @@ MODELS: dict[str, tuple[str, str]] = {
         " CPU run, Set5 32.25 dB / Set14 28.90 dB."),
     "dncnn_s25_gray": (
         "dncnn_s25_gray.npz",
-        "DnCNN-S Gaussian denoising at sigma 25, grayscale; CPU run, BSD68 26.83 dB."),
+        "DnCNN-S Gaussian denoising at sigma 25, grayscale; CPU run, BSD68 27.55 dB."),
     "inpaint_unet_gray": (
         "inpaint_unet_gray.npz",
         "U-Net inpainting (16 wide, 3 levels), grayscale, --mask white = hole; CPU run,"
