@@ -39,9 +39,12 @@ def _tiny_dncnn(monkeypatch):
   return c
 
 
-def test_step_loss_matches_independent_computation(tfds_dir, monkeypatch):
+@pytest.mark.parametrize("border", [0, 3])
+def test_step_loss_matches_independent_computation(tfds_dir, monkeypatch, border):
   del tfds_dir
   c = _tiny_dncnn(monkeypatch)
+  with c.unlocked():
+    c.train.loss_border = border  # the loss on the central 10x10 of the 16x16 patches
   mesh = sharding.make_mesh({"data": -1})
   task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
   batch = next(train.make_train_iterator(c))
@@ -56,10 +59,12 @@ def test_step_loss_matches_independent_computation(tfds_dir, monkeypatch):
   out, _ = task.model.apply({"params": params, "batch_stats": jax.device_get(state.batch_stats)},
                             jnp.asarray(noisy, jnp.float32), train=True, method="restore",
                             mutable=["batch_stats"])
-  mse = np.mean((np.asarray(out, np.float64) - clean) ** 2)
+  b, p = border, clean.shape[1]
+  mse = np.mean((np.asarray(out, np.float64) - clean)[:, b:p - b, b:p - b] ** 2)
   np.testing.assert_allclose(m["l2"], mse, rtol=1e-4)
   np.testing.assert_allclose(m["loss"], mse, rtol=1e-4)
-  psnr = np.mean([10 * np.log10(1 / np.mean((np.clip(np.asarray(o, np.float64), 0, 1) - t) ** 2))
+  psnr = np.mean([10 * np.log10(1 / np.mean(
+      (np.clip(np.asarray(o, np.float64), 0, 1) - t)[b:p - b, b:p - b] ** 2))
                   for o, t in zip(out, clean)])
   np.testing.assert_allclose(m["psnr"], psnr, rtol=1e-4)
   np.testing.assert_allclose(m["lr"], 1e-3)
@@ -92,6 +97,11 @@ def test_config_errors(monkeypatch):
   c = _tiny_dncnn(monkeypatch)
   c.losses.l2 = 0.0
   with pytest.raises(ValueError, match="selects no loss term"):
+    train.build(c)
+  c = _tiny_dncnn(monkeypatch)
+  with c.unlocked():
+    c.train.loss_border = 8  # 16x16 patches: nothing left
+  with pytest.raises(ValueError, match="config.train.loss_border=8"):
     train.build(c)
 
 

@@ -100,6 +100,16 @@ class RestorationState:
   opt_state: Any
 
 
+def crop_border(x: jax.Array, border: int) -> jax.Array:
+  """``x [B, H, W, C]`` without ``border`` pixels on each side: ``[B, H - 2b, W - 2b, C]``.
+
+  ``border = 0`` returns ``x`` itself.
+  """
+  if border == 0:
+    return x
+  return x[:, border:x.shape[1] - border, border:x.shape[2] - border]
+
+
 class RestorationTask:
   """Restoration training/evaluation functions bound to one config.
 
@@ -157,6 +167,14 @@ class RestorationTask:
     self._kernels = None  # blur kernels: read on first use (restoring needs none)
     self.weights = dict(config.losses)
     losses.check_weights(self.weights, INPUTS, "config.losses")
+    # Pixels dropped from each side of the output and the target before the loss (SRCNN
+    # Sec. 4.1: 'valid' layers, loss on the central 21x21 of a 33x33 patch = a 6-pixel
+    # border with 'same' padding, whose centre outputs equal the valid network's).
+    self.loss_border = int(config.train.get("loss_border", 0))
+    patch = int(config.data.patch_size)
+    if not 0 <= 2 * self.loss_border < patch:
+      raise ValueError(f"config.train.loss_border={self.loss_border} must be >= 0 and leave"
+                       f" pixels of the config.data.patch_size={patch} patches.")
     self.tx = common.make_optimizer(config.optim, "config.optim")
     self.schedule = common.make_schedule(config.optim, "config.optim")
 
@@ -307,15 +325,19 @@ class RestorationTask:
     Returns:
       ``(new_state, metrics)``: ``loss``, every loss term, ``psnr`` (dB, batch mean of the
       per-patch PSNR of the clipped float output, a training signal, not the benchmark
-      protocol), ``grad_norm``, ``lr``.
+      protocol), ``grad_norm``, ``lr``. Loss and ``psnr`` see the patches without
+      ``config.train.loss_border`` pixels on each side (default 0).
     """
     rng = jax.random.fold_in(rng, state.step)
     clean = self.clean_from_uint8(batch["image"])  # [B, P, P, C] in [0, 1]
     x = self.degrade(rng, clean)
 
+    target = crop_border(clean, self.loss_border)
+
     def loss_fn(params):
       out, bs = self.apply(params, state.batch_stats, x, train=True)
-      total, terms = losses.evaluate(self.weights, pred=out, target=clean)
+      out = crop_border(out, self.loss_border)
+      total, terms = losses.evaluate(self.weights, pred=out, target=target)
       return total, (terms, bs, out)
 
     (loss, (terms, bs, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -326,7 +348,7 @@ class RestorationTask:
     lr = self.schedule(state.step) if callable(self.schedule) else self.schedule
     return new_state, {
         "loss": loss, **terms,
-        "psnr": jnp.mean(metrics.psnr(jnp.clip(out, 0.0, 1.0), clean)),
+        "psnr": jnp.mean(metrics.psnr(jnp.clip(out, 0.0, 1.0), target)),
         "grad_norm": optax.tree.norm(grads),
         "lr": jnp.asarray(lr, jnp.float32),
     }
