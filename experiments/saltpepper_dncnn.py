@@ -15,8 +15,10 @@ learning, trained with L2, Adam as in the Gaussian DnCNN config. Not L1, althoug
 noise is heavy-tailed: with 90% of the pixels clean, a zero residual (the identity) is the
 per-pixel median of the noise and so L1's optimum until the network separates impulses
 from texture; an L1 CPU run stayed at the input's 15.2 dB for 250 steps. With L2 the
-`runlocal` run (500 steps, 2026-11-29, 24 min on shared cores) reached **25.17 dB** / SSIM
-0.649 on Set12 (input 15.26 dB), still under the 3x3 median filter's 29.00 dB. Baseline: the 3x3 median filter (scipy). Evaluation: Set12,
+first `runlocal` run (500 steps, 2026-11-29, 24 min on shared cores) reached 25.17 dB /
+SSIM 0.649 on Set12 (input 15.26 dB), under the 3x3 median filter's 29.00 dB;
+`runlocal` now trains 2,500 steps (experiments/README.md has both runs).
+Baseline: the 3x3 median filter (scipy). Evaluation: Set12,
 noise from fold_in(key(0), i) for image i, PSNR/SSIM on all pixels of the uint8 output.
 
 Data: Train400 (`$GENREPAIR_DATA/denoise/train400`), else the embedded gray photos.
@@ -65,15 +67,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1})
 
   if arg == "runlocal":
-    # 2 CPU cores, ~2 s per step of 32 patches on a quiet machine: 500 steps (16,000
-    # patches, 8% of one paper epoch) in about 20 minutes; lr drop at 80%.
+    # 2 CPU cores, ~1.1 s per step of 32 patches on idle cores (2026-11-29): 2,500 steps
+    # (80,000 patches, 0.4 of a paper epoch) in ~46 minutes. The 500-step run (lr drop at
+    # 400) was still rising fast when it stopped; the lr now decays smoothly to 0 (cosine).
     c.train.batch_size = 32
-    c.train.num_steps = 500
-    c.train.log_every = 25
-    c.train.sample_every = 250
-    c.train.checkpoint_every = 100
-    c.optim.boundaries = [400]
-    c.eval.every = 0
+    c.train.num_steps = 2500
+    c.train.log_every = 50
+    c.train.sample_every = 1000
+    c.train.checkpoint_every = 250
+    c.optim.schedule = "cosine"
+    c.optim.decay_steps = 2500
+    c.optim.alpha = 0.0
+    c.eval.every = 1000
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; use '' or 'runlocal'.")
   c.lock()
