@@ -79,8 +79,9 @@ image scores 0.246): default (lr 2e-3, betas (0, 0.99)) 0.171; lr 5e-4 0.206; lr
 0.078; beta1 0.9 0.071; mapping lr multiplier 1 instead of 0.01: 0.140; 2 mapping layers
 0.150; affine bias initialised 0 instead of 1: 0.168; 128 channels at every resolution
 0.162; no demodulation 0.311. Only the optimizer's settings (a larger lr, momentum) speed
-the fit; width and the style parametrisation do not. Whether momentum or a larger G lr
-keeps a GAN run diverse was not tried beyond the betas-(0.5, 0.99) probe above.
+the fit; width and the style parametrisation do not. In a GAN run, momentum for G alone
+(``--config.optim.g.b1=0.9``, D unchanged, 800 steps) still collapsed: FID-digits 591.2,
+IS-digits 1.37 (2,000 samples). A larger G lr alone was not tried.
 """
 
 import ml_collections
