@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genrepair import checkpoint, degradations, pretrained, restore, sharding, tasks, train
+from genrepair import (baselines, checkpoint, degradations, pretrained, restore, sharding, tasks,
+                       train)
 from tests.conftest import CACHE_DIR, REPO
 
 
@@ -338,13 +339,33 @@ def test_shipped_models_are_small_and_load():
     total += os.path.getsize(path)
     task, _ = restore.load_exported(path)
     assert task.channels == 1
-  assert total < 4_000_000
+  assert total < 6_500_000
   task, _ = restore.load_exported(pretrained.path("espcn_x3"))
   assert (task.kind, task.output_scale) == ("bicubic", 3)
   task, _ = restore.load_exported(pretrained.path("dncnn_s25_gray"))
   assert (task.kind, task.config.degradation.sigma) == ("gaussian_noise", 25.0)
   with pytest.raises(ValueError, match="Did you mean"):
     pretrained.path("espcn")
+
+
+def test_shipped_impulse_model_beats_the_median_filter():
+  """The shipped salt-and-pepper DnCNN against the 3x3 median on a real photo (density 0.1)."""
+  from skimage import data  # pylint: disable=import-outside-toplevel
+  clean = data.camera()[128:256, 128:256].astype(np.float64) / 255.0
+  rng = np.random.default_rng(0)
+  hit = rng.random(clean.shape) < 0.1
+  noisy = np.where(hit, (rng.random(clean.shape) < 0.5).astype(np.float64), clean)
+  task, state = restore.load_exported(pretrained.path("dncnn_sp10_gray"))
+  assert (task.kind, task.config.degradation.density) == ("salt_and_pepper", 0.1)
+  out = restore.restore_image(restore.TiledRunner(task, state), noisy[..., None])[..., 0]
+
+  def psnr(a):
+    a = np.clip(np.round(np.asarray(a, np.float64) * 255), 0, 255) / 255
+    return 10 * np.log10(1 / np.mean((a - clean) ** 2))
+  p_median = psnr(baselines.median_filter(noisy[..., None])[..., 0])
+  p_in, p_model = psnr(noisy), psnr(out)
+  # Measured: input 14.14 dB, median 31.60 dB, model 33.19 dB.
+  assert p_in < 16 and p_model > p_median + 1.0, (p_in, p_median, p_model)
 
 
 def test_cli_restore_with_shipped_model_raises_psnr(tmp_path):
