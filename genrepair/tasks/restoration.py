@@ -101,9 +101,11 @@ class RestorationState:
 
 
 def crop_border(x: jax.Array, border: int) -> jax.Array:
-  """``x [B, H, W, C]`` without ``border`` pixels on each side: ``[B, H - 2b, W - 2b, C]``.
+  """``x [B, H, W, C]`` (any dtype) without ``border`` pixels on each side.
 
-  ``border = 0`` returns ``x`` itself.
+  Returns ``[B, H - 2 border, W - 2 border, C]``; ``border = 0`` returns ``x`` itself. The
+  caller keeps ``0 <= 2 border < H, W`` (``RestorationTask`` checks it against the patch
+  size and raises ``ValueError`` naming ``config.train.loss_border``).
   """
   if border == 0:
     return x
