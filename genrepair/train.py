@@ -18,7 +18,6 @@ bit-identically (same machine, same device count).
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import math
 import os
@@ -220,7 +219,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       out_shardings=repl)(sharding.to_global(first_batch, mesh))
   # Benchmark evaluation at the end of every run that has one, and every `eval.every` steps
   # when that is > 0: restoration tasks through genrepair.evaluate; other tasks through
-  # their own ``task.evaluate(state, config) -> {name: float, ...}`` (FID, NLL, accuracy).
+  # their own ``task.evaluate(state, config, final=...) -> {name: float, ...}`` (FID, NLL,
+  # accuracy; ``final`` is False for the periodic ones).
   evaluating = "eval" in config and (hasattr(task, "eval_protocol")
                                      or hasattr(task, "evaluate"))
 
@@ -240,10 +240,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     from genrepair import evaluate  # pylint: disable=import-outside-toplevel
     path = os.path.join(workdir, "eval", f"step_{step:07d}.json")
     if not hasattr(task, "eval_protocol"):  # a task's own evaluation
-      # Tasks whose final evaluation is costly (VAE: k = 5000 likelihood) take `final`.
-      kw = ({"final": final} if "final" in inspect.signature(task.evaluate).parameters
-            else {})
-      results = task.evaluate(state, config, **kw)
+      # `final`: the end-of-run evaluation (the VAE's k = 5000 likelihood runs only then).
+      results = task.evaluate(state, config, final=final)
       if pid == 0:
         evaluate.write(results, path)
       scalars = {k: float(v) for k, v in results.items()

@@ -178,9 +178,12 @@ class ClassifierTask:
     }
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def evaluate(self, state: ClassifierState,
-               config: ml_collections.ConfigDict) -> dict[str, Any]:
+  def evaluate(self, state: ClassifierState, config: ml_collections.ConfigDict, *,
+               final: bool = True) -> dict[str, Any]:
     """Top-1 accuracy on ``config.eval`` (what ``train.run`` calls at the end of a run).
+
+    ``final`` (periodic vs end-of-run evaluation, the tasks' common interface) changes
+    nothing here.
 
     Reads ``config.eval.dataset`` / ``config.eval.split`` whole (e.g. ``'mnist_idx'`` /
     ``'test'``: the 10,000 MNIST test images) through the data pipeline with

@@ -427,9 +427,11 @@ class CycleGANTask:
     """Grid columns = images per row of :meth:`preview` = ``min(num, batch_size)``."""
     return min(num, int(self.config.train.batch_size))
 
-  def evaluate(self, state, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  def evaluate(self, state, config: ml_collections.ConfigDict, *,
+               final: bool = True) -> dict[str, Any]:
     """Held-out cycle L1 and FID-digits per direction: :func:`evaluate` (``train.run``
-    calls this at the end of a run whose config has an ``eval`` section)."""
+    calls this at the end of a run whose config has an ``eval`` section, and every
+    ``eval.every`` steps; ``final``, the tasks' common interface, changes nothing here)."""
     return evaluate(self, state, config)
 
   def protocol(self) -> dict[str, Any]:

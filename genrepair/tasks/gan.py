@@ -447,8 +447,12 @@ class GANTask:
     """Grid columns: a square-ish grid."""
     return math.ceil(math.sqrt(num))
 
-  def evaluate(self, state: GANState, config: ml_collections.ConfigDict) -> dict[str, float]:
+  def evaluate(self, state: GANState, config: ml_collections.ConfigDict, *,
+               final: bool = True) -> dict[str, float]:
     """FID-, KID- and IS-digits of ``config.eval.num`` samples (28x28x1 digit GANs).
+
+    ``final`` (periodic vs end-of-run evaluation, the tasks' common interface) changes
+    nothing here.
 
     The features are those of genrepair's own digit classifier (98.9% on the MNIST test
     set; :mod:`genrepair.metrics.digits`, which lists the real-vs-real floors), compared
