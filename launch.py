@@ -7,7 +7,7 @@ r"""genrepair's one entry point.
       --weights $GENREPAIR_DATA/weights/dncnn/sigma25.mat --workdir runs/dncnn_s25_official
   python launch.py export --workdir runs/dncnn_s25 [--step N] [-o model.npz]
   python launch.py restore noisy.png -o clean.png (--workdir W [--step N] | --weights model.npz
-      | --model dncnn_s25_gray) [--mask holes.png] [--tile 128] [--overlap 34] [--overwrite]
+      | --model dncnn_s25_gray) [--mask holes.png] [--kernel k.npy] [--tile 128] [--overlap 34] [--overwrite]
 
 `train` resumes from the newest checkpoint in --workdir when there is one. Config values are
 overridden with --config.<key>=<value> (e.g. --config.train.batch_size=64); configs are
@@ -54,6 +54,8 @@ _MODEL = flags.DEFINE_string("model", None, "restore: a shipped model name (genr
                              "pretrained), e.g. dncnn_s25_gray, espcn_x3.")
 _MASK = flags.DEFINE_string("mask", None, "restore: inpainting hole mask image (white = hole),"
                             " the input's size.")
+_KERNEL = flags.DEFINE_string("kernel", None, "restore: the blur kernel of a non-blind"
+                              " deblurring model (.npy, or a gray image; normalised to sum 1).")
 _TILE = flags.DEFINE_integer("tile", None, "restore/eval: tile size in model-input pixels"
                              " (restore default 128, larger for models with a large receptive"
                              " field; eval: the config's eval.tile, 0 = automatic, N = tiles"
@@ -109,7 +111,7 @@ def _main(argv: list[str]) -> None:
     task, state, source = restore.load_model(workdir=_WORKDIR.value, step=_STEP.value,
                                              weights=_WEIGHTS.value, model=_MODEL.value)
     print(restore.restore_file(task, state, argv[2], _OUTPUT.value, mask_path=_MASK.value,
-                               tile=_TILE.value, overlap=_OVERLAP.value,
+                               kernel_path=_KERNEL.value, tile=_TILE.value, overlap=_OVERLAP.value,
                                overwrite=_OVERWRITE.value) + f"; model: {source}")
     return
   from genrepair import sharding  # pylint: disable=import-outside-toplevel

@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   epoch = _PATCHES_PER_EPOCH // _BATCH  # 1,600 steps
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-      schedule="piecewise", boundaries=[30 * epoch], decay=0.1))
+      schedule="piecewise", boundaries=(30 * epoch,), decay=0.1))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=_BATCH, num_steps=50 * epoch, log_every=100, sample_every=5000,
       checkpoint_every=5000, keep_checkpoints=3))
@@ -82,7 +82,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 50
     c.train.sample_every = 500
     c.train.checkpoint_every = 250
-    c.optim.boundaries = [2000]
+    c.optim.boundaries = (2000,)
     c.eval.every = 0  # evaluate once, at the end
   elif arg == "official":
     # The authors' released model: BatchNorm folded into the convolutions (import with

@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.losses = ml_collections.ConfigDict(dict(l2=1.0, l1=0.0, charbonnier=0.0, ssim=0.0))
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, schedule="piecewise",
-      boundaries=[80_000], decay=0.1))
+      boundaries=(80_000,), decay=0.1))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=64, num_steps=100_000, log_every=100, sample_every=10_000,
       checkpoint_every=10_000, keep_checkpoints=3))
@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 250
     c.train.sample_every = 2500
     c.train.checkpoint_every = 1000
-    c.optim.boundaries = [12_000]
+    c.optim.boundaries = (12_000,)
     c.eval.every = 0
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; use '' or 'runlocal'.")

@@ -50,7 +50,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.losses = ml_collections.ConfigDict(dict(l1=1.0, l2=0.0, charbonnier=0.0, ssim=0.0))
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=2e-4, b1=0.9, b2=0.999, eps=1e-8, schedule="piecewise",
-      boundaries=[80_000], decay=0.5))
+      boundaries=(80_000,), decay=0.5))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=16, num_steps=100_000, log_every=100, sample_every=5000,
       checkpoint_every=5000, keep_checkpoints=3))
@@ -72,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.log_every = 100
     c.train.sample_every = 1000
     c.train.checkpoint_every = 500
-    c.optim.boundaries = [2400]
+    c.optim.boundaries = (2400,)
     c.eval.every = 0
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; use '' or 'runlocal'.")

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-      schedule="piecewise", boundaries=[1400, 1800], decay=0.1))
+      schedule="piecewise", boundaries=(1400, 1800), decay=0.1))
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=128,

@@ -61,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Adam 1e-3 (Kingma & Ba 2015), x0.3 for the last fifth of the steps.
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-      schedule="piecewise", boundaries=[12000], decay=0.3))
+      schedule="piecewise", boundaries=(12000,), decay=0.3))
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=128,

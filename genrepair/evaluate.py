@@ -194,7 +194,7 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
     # for SR (one small program per image shape).
     clean = task.clean_from_uint8(image)  # [1, H, W, C] in [0, 1]
     x = task.degrade(key, clean, mask=mask, kernel_index=kernel_index)
-    floor = x[..., :clean.shape[-1]]
+    floor = task.observation(x)
     if floor.shape != clean.shape:
       floor = degradations.imresize(x, scale=float(scale))
     floor = jnp.clip(floor, 0.0, 1.0)
@@ -244,7 +244,9 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
       if kind == "blur":
         params = dict(kernel=task.kernels[i % len(task.kernels)],
                       sigma=float(config.degradation.sigma))
-      pred = baselines.run(kind, np.asarray(x[0]), **params)
+      # The baseline sees the corrupted image (inpainting: with its mask channel).
+      pred = baselines.run(kind, np.asarray(x[0] if kind == "inpaint"
+                                            else task.observation(x)[0]), **params)
       b_p, b_s = score(jnp.asarray(pred[None], jnp.float32), clean)
       row.update(baseline_psnr=float(b_p), baseline_ssim=float(b_s))
     rows.append(row)

@@ -53,6 +53,8 @@ x)``); a JPEG/BMP output path for a 16-bit input is refused. 8-bit inputs give 8
 outputs (``io.to_uint8``). The float output is clipped to ``[0, 1]`` only when written.
 
 **Inpainting** needs a mask image of the input's size: gray value > 127 (white) = hole.
+**Non-blind deblurring** (``degradation.deconvolution='wiener'``) needs the blur kernel
+(``--kernel``, :func:`read_kernel`); its Wiener estimate is computed on the whole image.
 An existing output file is never overwritten unless ``overwrite=True`` (``--overwrite``).
 
 **Exported weights** (``export``): one ``.npz`` file, arrays only (loaded with
@@ -475,13 +477,16 @@ def _describe_kind(task) -> str:
 
 
 def restore_image(runner: TiledRunner, image: np.ndarray, mask: np.ndarray | None = None,
-                  *, name: str = "the image") -> np.ndarray:
+                  *, kernel: np.ndarray | None = None, name: str = "the image") -> np.ndarray:
   """Restores one image with a tiled model, reconciling channels (see the module doc).
 
   Args:
     runner: a :class:`TiledRunner`.
     image: float32 ``[H, W, C]`` in ``[0, 1]``, C in {1, 3}.
     mask: ``inpaint`` only: float32/bool ``[H, W]`` or ``[H, W, 1]``, 1 = hole.
+    kernel: non-blind (Wiener-conditioned) deblurring only: the blur kernel, float
+      ``[K, K]`` summing to 1 (:func:`read_kernel`). The Wiener estimate is computed on
+      the whole image, then the model runs in tiles.
     name: how errors name the image (its file).
 
   Returns:
@@ -489,7 +494,9 @@ def restore_image(runner: TiledRunner, image: np.ndarray, mask: np.ndarray | Non
 
   Raises:
     ValueError: a mask for a model that takes none or none for an inpainting model, a
-      mask of another size, or channels that cannot be reconciled.
+      mask of another size, a kernel for a model that takes none or none for a non-blind
+      deblurring model, a kernel larger than the image, or channels that cannot be
+      reconciled.
   """
   task = runner.task
   image = np.asarray(image, np.float32)
@@ -504,13 +511,26 @@ def restore_image(runner: TiledRunner, image: np.ndarray, mask: np.ndarray | Non
   elif mask is not None:
     raise ValueError(f"--mask is for inpainting models; this is a {_describe_kind(task)}"
                      " model.")
+  if getattr(task, "deconvolution", "none") == "wiener":
+    if kernel is None:
+      raise ValueError("The model is a non-blind deblurring model: it needs --kernel (the"
+                       " blur kernel as .npy or a gray image, normalised to sum 1).")
+    if kernel.shape[0] > h or kernel.shape[1] > w:
+      raise ValueError(f"The kernel ({kernel.shape[0]}x{kernel.shape[1]}) is larger than"
+                       f" {name} ({h}x{w}).")
+  elif kernel is not None:
+    raise ValueError(f"--kernel is for non-blind deblurring models; this is a"
+                     f" {_describe_kind(task)} model.")
   mc = task.channels
   sr = task.kind == "bicubic"
   scale = int(task.config.degradation.scale) if sr else 1
 
   def run(img):  # float32 [H, W, mc] -> [sH, sW, mc]
-    inp = task.model_input(jnp.asarray(img[None]),
-                           None if mask is None else jnp.asarray(mask[None]))
+    if kernel is not None:
+      inp = task.model_input(jnp.asarray(img[None]), kernel=jnp.asarray(kernel))
+    else:
+      inp = task.model_input(jnp.asarray(img[None]),
+                             None if mask is None else jnp.asarray(mask[None]))
     return runner(np.asarray(inp[0]))
 
   if c == mc:
@@ -571,6 +591,29 @@ def read_mask(path: str) -> np.ndarray:
   return (io.read_image(path, mode="gray", alpha="drop") > 127).astype(np.float32)
 
 
+def read_kernel(path: str) -> np.ndarray:
+  """A blur kernel file as float32 ``[K, K']`` normalised to sum 1.
+
+  ``.npy``: a 2-D float array (no pickle: ``allow_pickle=False``); otherwise an image
+  (PNG, ...) read as gray, its values proportional to the kernel's, as motion-blur kernels
+  are usually distributed.
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: not 2-D, negative or non-finite values, or a zero sum.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"Kernel file not found: {path!r}.")
+  if path.lower().endswith(".npy"):
+    k = np.load(path, allow_pickle=False).astype(np.float64)
+  else:
+    k = io.read_image(path, mode="gray", alpha="drop")[..., 0].astype(np.float64)
+  if k.ndim != 2 or not np.all(np.isfinite(k)) or np.any(k < 0) or not k.sum() > 0:
+    raise ValueError(f"Kernel {path!r} must be a 2-D array of finite values >= 0 with a"
+                     f" positive sum; got shape {k.shape}.")
+  return (k / k.sum()).astype(np.float32)
+
+
 def check_output(path: str, *, bits: int = 8, overwrite: bool = False) -> None:
   """Refuses an output path before any work: existing file, unknown or unfit extension.
 
@@ -602,7 +645,8 @@ def write_output(path: str, image: np.ndarray, bits: int = 8) -> None:
 
 
 def restore_file(task, state, input_path: str, output_path: str, *,
-                 mask_path: str | None = None, tile: int | None = None,
+                 mask_path: str | None = None, kernel_path: str | None = None,
+                 tile: int | None = None,
                  overlap: int | None = None, overwrite: bool = False) -> str:
   """Restores an image file and writes the result (``launch.py restore``).
 
@@ -611,6 +655,7 @@ def restore_file(task, state, input_path: str, output_path: str, *,
     input_path: the image to restore (PNG/JPEG/BMP/TIFF).
     output_path: where to write (the extension picks the format).
     mask_path: ``inpaint`` only: the hole mask image (white = hole), the input's size.
+    kernel_path: non-blind deblurring only: the blur kernel (:func:`read_kernel`).
     tile, overlap: as :class:`TiledRunner` (model-input pixels).
     overwrite: replace an existing ``output_path``.
 
@@ -618,7 +663,7 @@ def restore_file(task, state, input_path: str, output_path: str, *,
     A one-line summary.
 
   Raises:
-    FileNotFoundError: missing input or mask.
+    FileNotFoundError: missing input, mask or kernel.
     FileExistsError: existing output without ``overwrite``.
     ValueError: unreadable input, channel or mask problems (see :func:`restore_image`),
       an output extension that cannot hold the result, bad tiling options.
@@ -633,8 +678,9 @@ def restore_file(task, state, input_path: str, output_path: str, *,
       raise ValueError(f"Mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but the"
                        f" input {input_path} is {image.pixels.shape[1]}x"
                        f"{image.pixels.shape[0]}; they must be the same size.")
+  kernel = read_kernel(kernel_path) if kernel_path else None
   runner = TiledRunner(task, state, tile=tile, overlap=overlap)
-  out = restore_image(runner, image.pixels, mask, name=input_path)
+  out = restore_image(runner, image.pixels, mask, kernel=kernel, name=input_path)
   write_output(output_path, out, image.bits)
   h, w, c = image.pixels.shape
   return (f"{_describe_kind(task)}: {input_path} ({w}x{h}, {c} ch, {image.bits}-bit) ->"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from genrepair import baselines, degradations, evaluate, sharding, train
+from genrepair import baselines, deconvolution, degradations, evaluate, sharding, train
 from tests.test_restoration_task import _experiment
 
 
@@ -123,12 +123,38 @@ def test_blur_task_degradation_and_errors(monkeypatch):
   c = _tiny("deblur_levin", monkeypatch)
   assert c.degradation.kernels == "gaussian" and c.data.name == "natural_photos_gray"
   task = train.build(c)[0]
-  assert task.kernels.shape == (4, 19, 19) and task.in_channels == 1
+  # Non-blind: the model input is [Wiener estimate, blurred], 2 channels.
+  assert c.degradation.deconvolution == "wiener"
+  assert task.kernels.shape == (4, 19, 19) and task.in_channels == 2
   clean = jax.random.uniform(jax.random.key(0), (4, 32, 32, 1))
   idx = jnp.array([0, 1, 2, 3])
-  y = task.degrade(jax.random.key(1), clean, kernel_index=idx)
+  x = task.degrade(jax.random.key(1), clean, kernel_index=idx)
+  assert x.shape == (4, 32, 32, 2)
+  y = task.observation(x)
+  np.testing.assert_array_equal(y, x[..., 1:])
   blurred = degradations.blur(clean, kernel=task.kernels[np.asarray(idx)])
   np.testing.assert_allclose(np.std(np.asarray(y - blurred)) * 255, 2.55, rtol=0.03)
+  np.testing.assert_allclose(x[..., :1], deconvolution.wiener(
+      y, task.kernels[np.asarray(idx)], sigma=2.55), atol=1e-6)
+  # model_input of an already blurred image: one kernel for the batch, or one per image.
+  np.testing.assert_allclose(task.model_input(y[:1], kernel=task.kernels[0]), x[:1],
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="needs the blur kernel"):
+    task.model_input(y)
+  # Blind ('none'): the blurred image alone, the same draw.
+  c.degradation.deconvolution = "none"
+  blind = train.build(c)[0]
+  assert blind.in_channels == 1
+  np.testing.assert_array_equal(blind.degrade(jax.random.key(1), clean, kernel_index=idx), y)
+  for bad, match in [(dict(deconvolution="richardson"), "known"),
+                     (dict(deconvolution="wiener", sigma=0.0), "sigma > 0"),
+                     (dict(deconvolution="wiener", kind="salt_and_pepper", density=0.1),
+                      "kind='blur'")]:
+    c2 = _tiny("deblur_levin", monkeypatch)
+    for k, v in bad.items():
+      setattr(c2.degradation, k, v)
+    with pytest.raises(ValueError, match=f"config.degradation.deconvolution.*{match}"):
+      train.build(c2)
   for i in range(4):  # kernel i is the Gaussian of sigma GAUSSIAN_KERNEL_SIGMAS[i]
     one = degradations.blur(clean[i], kernel=degradations.gaussian_kernel(
         (1.0, 1.6, 2.2, 3.0)[i]))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genrepair import (baselines, checkpoint, degradations, pretrained, restore, sharding, tasks,
-                       train)
+from genrepair import (baselines, checkpoint, deconvolution, degradations, pretrained, restore,
+                       sharding, tasks, train)
 from tests.conftest import CACHE_DIR, REPO
 
 
@@ -167,6 +167,54 @@ def test_tiled_equals_whole_inpainting_unet():
     restore.TiledRunner(task, state, tile=80, overlap=30)
 
 
+def _deblur_config():
+  c = _config(dict(name="unet", variant="deblur", channels=1, features=4, depth=2))
+  with c.unlocked():
+    c.degradation.kind, c.degradation.sigma = "blur", 2.55
+    c.degradation.kernels = "gaussian"
+    c.degradation.deconvolution = "wiener"
+  return c
+
+
+def test_non_blind_deblurring_wiener_on_the_whole_image_then_tiles(tmp_path):
+  task, state = _model(_deblur_config())
+  assert task.in_channels == 2
+  rng = np.random.default_rng(5)
+  x = rng.uniform(size=(90, 110, 1)).astype(np.float32)
+  kernel = degradations.gaussian_kernel(1.6)
+  runner = restore.TiledRunner(task, state, tile=64)
+  out = restore.restore_image(runner, x, kernel=kernel)
+  assert runner.last_num_tiles > 1
+  # Reference: the Wiener estimate of the whole image (not per tile), then the whole model.
+  inp = jnp.concatenate([deconvolution.wiener(jnp.asarray(x[None]), kernel[None], sigma=2.55),
+                         jnp.asarray(x[None])], -1)
+  whole = task.apply(state.params, state.batch_stats, inp, train=False)[0][0]
+  np.testing.assert_allclose(out, np.asarray(whole), atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match="needs --kernel"):
+    restore.restore_image(runner, x)
+  with pytest.raises(ValueError, match="larger than"):
+    restore.restore_image(runner, x[:8, :8], kernel=kernel)
+  # Kernel files: .npy and a gray image, both normalised to sum 1; bad ones refused.
+  np.save(tmp_path / "k.npy", kernel * 7.0)
+  np.testing.assert_allclose(restore.read_kernel(str(tmp_path / "k.npy")), kernel, rtol=1e-6)
+  img = np.zeros((5, 7), np.uint8)
+  img[2, 1:6] = 255
+  Image.fromarray(img).save(tmp_path / "k.png")
+  want = np.zeros((5, 7), np.float32)
+  want[2, 1:6] = 0.2
+  np.testing.assert_allclose(restore.read_kernel(str(tmp_path / "k.png")), want, rtol=1e-6)
+  np.save(tmp_path / "neg.npy", -kernel)
+  with pytest.raises(ValueError, match="neg.npy.*>= 0"):
+    restore.read_kernel(str(tmp_path / "neg.npy"))
+  with pytest.raises(FileNotFoundError, match="nope.npy"):
+    restore.read_kernel(str(tmp_path / "nope.npy"))
+  # The file path end to end.
+  Image.fromarray((x[..., 0] * 255).astype(np.uint8)).save(tmp_path / "in.png")
+  msg = restore.restore_file(task, state, str(tmp_path / "in.png"), str(tmp_path / "out.png"),
+                             kernel_path=str(tmp_path / "k.npy"), tile=64)
+  assert "deblurring" in msg and os.path.isfile(tmp_path / "out.png")
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -286,6 +334,10 @@ def test_file_rules_and_errors(dncnn, tmp_path):
   # A mask for a model that takes none.
   with pytest.raises(ValueError, match="--mask is for inpainting"):
     restore.restore_file(task, state, src, str(tmp_path / "o4.png"), mask_path=src)
+  np.save(tmp_path / "k.npy", np.ones((3, 3)))  # a kernel for a model that takes none
+  with pytest.raises(ValueError, match="--kernel is for non-blind deblurring"):
+    restore.restore_file(task, state, src, str(tmp_path / "o4.png"),
+                         kernel_path=str(tmp_path / "k.npy"))
   assert not any(os.path.exists(tmp_path / f"o{i}.png") for i in range(1, 5))
 
 

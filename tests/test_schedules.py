@@ -1,11 +1,16 @@
 """Learning-rate schedules from config (genrepair/tasks/common.py) against hand values."""
 
+import glob
+import importlib.util
 import math
+import os
+import re
 
 import ml_collections
 import pytest
 
 from genrepair.tasks import common
+from tests.conftest import REPO
 
 
 def _cfg(**kw):
@@ -37,3 +42,37 @@ def test_piecewise_schedule_values():
 def test_bad_schedules_name_the_field(kw, field):
   with pytest.raises(ValueError, match=f"optim.{field}"):
     common.make_schedule(_cfg(**kw), "optim")
+
+
+def _experiment_configs():
+  """Every experiment file's configs: '' and each ``arg == "..."`` variant it defines."""
+  for path in sorted(glob.glob(os.path.join(REPO, "experiments", "*.py"))):
+    spec = importlib.util.spec_from_file_location("exp", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with open(path, encoding="utf-8") as f:
+      args = sorted(set(re.findall(r'arg == "(\w+)"', f.read())))
+    for arg in [None] + args:
+      yield f"{os.path.basename(path)}:{arg or ''}", module.get_config(arg)
+
+
+def test_no_experiment_field_is_a_list():
+  # absl/ml_collections cannot override a list field from the command line
+  # (--config.optim.boundaries='(500, 900)' is refused for a list, accepted for a tuple),
+  # so sequence-valued fields are tuples.
+  names = []
+  for name, config in _experiment_configs():
+    names.append(name)
+    stack = [("", config)]
+    while stack:
+      prefix, d = stack.pop()
+      for k, v in d.items():
+        if isinstance(v, ml_collections.ConfigDict):
+          stack.append((f"{prefix}{k}.", v))
+        assert not isinstance(v, list), f"{name} {prefix}{k} is a list: {v}"
+  assert len(names) >= 20 and "dncnn_sigma25.py:runlocal" in names
+  # And a tuple field takes a piecewise schedule's boundaries, as --config.<key> would set.
+  c = dict(_experiment_configs())["mnist_classifier.py:"]
+  c.optim.boundaries = (500, 900)
+  sched = common.make_schedule(c.optim, "config.optim")
+  assert float(sched(899)) == pytest.approx(c.optim.lr * c.optim.decay, rel=1e-6)

@@ -13,7 +13,7 @@ are reproducible.
 | ``gaussian_noise`` | ``clean + sigma/255 N(0,1)``, not clipped (``sigma``; blind: ``sigma_max`` > 0 draws sigma ~ U[sigma, sigma_max] per image) | noisy image |
 | ``salt_and_pepper`` | fraction ``density`` of pixels to 0/1 | noisy image |
 | ``bicubic`` | MATLAB bicubic down by ``scale`` | LR image (``sr_input='lr'``) or its bicubic upscale (``'bicubic'``) |
-| ``blur`` | circular blur with one of the ``kernels`` (random per image in training, ``i mod N`` for test image ``i``) + ``sigma`` noise | blurred noisy image |
+| ``blur`` | circular blur with one of the ``kernels`` (random per image in training, ``i mod N`` for test image ``i``) + ``sigma`` noise | blurred noisy image; with ``deconvolution='wiener'`` (non-blind) ``[Wiener estimate, blurred]``, 2C channels |
 | ``inpaint`` | holes (mask 1) set to 0: random brush strokes in training (``masks='strokes'``); at evaluation test image ``i`` gets the ``i``-th NVIDIA mask of hole-ratio bin ``mask_bin`` from ``eval_masks`` (cropped to the image), or a fixed-seed stroke mask if ``eval_masks`` is '' | ``[masked image, mask]``, C + 1 channels |
 
 ``kernels`` is ``'gaussian'`` (four isotropic Gaussians, sigma 1.0/1.6/2.2/3.0 px, for a
@@ -21,6 +21,12 @@ machine without data), or a ``.mat`` file of kernels, relative to the data root
 (``config.data.data_dir`` or ``$GENREPAIR_DATA``) unless absolute, e.g. ``blur/Levin09.mat``
 (the 8 Levin et al. 2009 kernels). ``eval_masks`` is resolved the same way
 (``masks/irregular``).
+
+``deconvolution='wiener'`` (``blur`` only, ``sigma`` > 0) makes deblurring non-blind: the
+model also sees the Wiener deconvolution of the blurred image with the true kernel and
+noise level (:mod:`genrepair.deconvolution`; Schuler et al., CVPR 2013), first, so a model
+with a global residual (``unet`` variant ``deblur``) refines the Wiener estimate. The
+default ``'none'`` feeds the blurred image alone (the model must infer the kernel).
 
 Inpainting output keeps the known pixels: ``out = masked + mask * model(x)``, so every loss
 measures the holes only (a masked loss, normalised by all pixels).
@@ -41,11 +47,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from genrepair import degradations, losses, metrics, models
+from genrepair import deconvolution, degradations, losses, metrics, models
 from genrepair.tasks import common
 
 INPUTS = {"pred", "target"}
 KINDS = ("gaussian_noise", "salt_and_pepper", "bicubic", "blur", "inpaint")
+DECONVOLUTIONS = ("none", "wiener")
 GAUSSIAN_KERNEL_SIGMAS = (1.0, 1.6, 2.2, 3.0)
 
 
@@ -156,6 +163,13 @@ class RestorationTask:
       raise ValueError(f"config.degradation.density must be in (0, 1), got {dc.density}.")
     elif dc.kind == "blur" and dc.sigma < 0:
       raise ValueError(f"config.degradation.sigma must be >= 0, got {dc.sigma}.")
+    self.deconvolution = dc.get("deconvolution", "none")
+    if self.deconvolution not in DECONVOLUTIONS:
+      raise ValueError(f"config.degradation.deconvolution={self.deconvolution!r}; known:"
+                       f" {DECONVOLUTIONS}.")
+    if self.deconvolution == "wiener" and (dc.kind != "blur" or not dc.sigma > 0):
+      raise ValueError("config.degradation.deconvolution='wiener' needs kind='blur' and"
+                       f" sigma > 0, got kind={dc.kind!r}, sigma={dc.sigma}.")
     elif dc.kind == "inpaint" and dc.get("masks", "strokes") not in ("strokes", "boxes"):
       raise ValueError(f"config.degradation.masks={dc.get('masks')!r}; known: 'strokes',"
                        " 'boxes' (training masks are drawn on device).")
@@ -166,6 +180,8 @@ class RestorationTask:
     # An SR model with sr_input='lr' outputs scale x its input size.
     self.output_scale = int(dc.scale) if self.sr_input == "lr" else 1
     self.in_channels = self.channels + 1 if dc.kind == "inpaint" else self.channels
+    if self.deconvolution == "wiener":
+      self.in_channels = 2 * self.channels  # [Wiener estimate, blurred]
     self._kernels = None  # blur kernels: read on first use (restoring needs none)
     self.weights = dict(config.losses)
     losses.check_weights(self.weights, INPUTS, "config.losses")
@@ -216,7 +232,8 @@ class RestorationTask:
       if kernel_index is None:
         kernel_index = jax.random.randint(k_idx, (clean.shape[0],), 0, len(self.kernels))
       kernels = jnp.asarray(self.kernels)[kernel_index]               # [B, K, K]
-      return degradations.blur_noise(rng, clean, kernel=kernels, sigma=dc.sigma)
+      blurred = degradations.blur_noise(rng, clean, kernel=kernels, sigma=dc.sigma)
+      return self.model_input(blurred, kernel=kernels)
     if dc.kind == "inpaint":
       if mask is None:
         shape = clean.shape[:3] + (1,)
@@ -272,21 +289,26 @@ class RestorationTask:
       return jnp.floor(y * 255.0 + 0.5) / 255.0
     raise ValueError(f"Data has {c} channels but config.model.channels={self.channels}.")
 
-  def model_input(self, image: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  def model_input(self, image: jax.Array, mask: jax.Array | None = None,
+                  kernel: jax.Array | np.ndarray | None = None) -> jax.Array:
     """The model input for an already corrupted image (``launch.py restore``, previews).
 
     Args:
       image: float32 ``[B, H, W, C]`` in ``[0, 1]`` with the model's channel count: the
         noisy/blurred/LR image, or for ``inpaint`` the image whose holes are ignored.
       mask: ``inpaint`` only: float ``[B, H, W, 1]``, 1 = hole.
+      kernel: ``deconvolution='wiener'`` only: the blur kernel, float ``[K, K]`` (every
+        image) or ``[B, K, K]`` (``K <= H, W``; summing to 1).
 
     Returns:
       ``inpaint``: ``[B, H, W, C + 1]`` = ``[image with holes set to 0, mask]``; SR with
-      ``sr_input='bicubic'``: the MATLAB bicubic upscale ``[B, sH, sW, C]``; otherwise
-      ``image``.
+      ``sr_input='bicubic'``: the MATLAB bicubic upscale ``[B, sH, sW, C]``; Wiener
+      deblurring: ``[B, H, W, 2C]`` = ``[Wiener estimate, image]``; otherwise ``image``.
 
     Raises:
-      ValueError: ``inpaint`` without a mask, or a mask of the wrong shape.
+      ValueError: ``inpaint`` without a mask, or a mask of the wrong shape; Wiener
+        deblurring without a kernel, or a kernel that is not 2-D/3-D or larger than the
+        image.
     """
     if self.kind == "inpaint":
       if mask is None:
@@ -295,7 +317,26 @@ class RestorationTask:
       return jnp.concatenate([degradations.apply_mask(image, mask), mask], axis=-1)
     if self.kind == "bicubic" and self.sr_input == "bicubic":
       return degradations.imresize(image, scale=float(self.config.degradation.scale))
+    if self.deconvolution == "wiener":
+      if kernel is None:
+        raise ValueError("This is a non-blind (Wiener-conditioned) deblurring model: it"
+                         " needs the blur kernel (launch.py restore --kernel).")
+      k = jnp.asarray(kernel, jnp.float32)
+      if k.ndim == 2:
+        k = jnp.broadcast_to(k, (image.shape[0],) + k.shape)
+      estimate = deconvolution.wiener(image, k, sigma=float(self.config.degradation.sigma))
+      return jnp.concatenate([estimate, image], axis=-1)
     return image
+
+  def observation(self, x: jax.Array) -> jax.Array:
+    """The corrupted image inside a model input ``x`` (what the input PSNR scores).
+
+    ``[B, h, w, C]``: the noisy/blurred/LR image, for ``inpaint`` the masked image (holes
+    0), for Wiener deblurring the blurred image (not the estimate), for SR with
+    ``sr_input='bicubic'`` the bicubic upscale.
+    """
+    c = self.channels
+    return x[..., c:2 * c] if self.deconvolution == "wiener" else x[..., :c]
 
   def apply(self, params, batch_stats, x: jax.Array, *, train: bool):
     """Runs the model's ``restore``; returns ``(output, new_batch_stats)``.
@@ -373,7 +414,7 @@ class RestorationTask:
     """float32 ``[3N, P, P, C]`` in ``[0, 1]``: inputs (LR nearest-upsampled), outputs,
     targets — shown as three rows of N."""
     out, _ = self.apply(state.params, state.batch_stats, fixed["input"], train=False)
-    shown = fixed["input"][..., :self.channels]
+    shown = self.observation(fixed["input"])
     if shown.shape[1] != out.shape[1]:
       s = out.shape[1] // shown.shape[1]
       shown = jnp.repeat(jnp.repeat(shown, s, axis=1), s, axis=2)
