@@ -46,7 +46,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "restoration"
   c.model = ml_collections.ConfigDict(dict(name="dncnn", variant="S", channels=1))
   c.degradation = ml_collections.ConfigDict(dict(
-      kind="salt_and_pepper", density=0.1, sigma=0.0, sigma_max=0.0, scale=1))
+      kind="salt_and_pepper", density=0.1, sigma=0.0, sigma_max=0.0, scale=1,
+      # Switching: the model fills only the impulse candidates (pixels at 0 or 1), every
+      # other pixel passes through; the baseline is the switching median (Sun & Neuvo).
+      switching=True))
   c.data = ml_collections.ConfigDict(dict(
       name="train400" if real else "natural_photos_gray", split="train", patch_size=40,
       patches_per_image=_PATCHES_PER_EPOCH // 400 if real else _PATCHES_PER_EPOCH // 6,

@@ -100,6 +100,24 @@ def salt_and_pepper(rng: jax.Array, clean: jax.Array, *,
   return y[0] if unbatch else y
 
 
+def impulse_mask(noisy: jax.Array) -> jax.Array:
+  """Salt-and-pepper candidates: 1 where every channel of a pixel is 0 or every one is 1.
+
+  The detector of switching impulse filters (Sun & Neuvo, Pattern Recognit. Lett. 1994)
+  for ``salt_and_pepper``'s impulses, which set all channels of a pixel to 0 or to 1.
+  Clean pixels at 0 or 1 are flagged too.
+
+  Args:
+    noisy: float ``[..., C]`` in ``[0, 1]``.
+
+  Returns:
+    float32 ``[..., 1]`` of 0/1.
+  """
+  x = jnp.asarray(noisy)
+  hit = jnp.all(x <= 0.0, axis=-1, keepdims=True) | jnp.all(x >= 1.0, axis=-1, keepdims=True)
+  return hit.astype(jnp.float32)
+
+
 # ------------------------------------------------------------------- MATLAB bicubic resize
 
 

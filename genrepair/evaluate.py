@@ -241,6 +241,8 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
     row = {"name": name, "psnr": float(p), "ssim": float(s), "input_psnr": float(p_in)}
     if with_baseline:
       params = {}
+      if kind == "salt_and_pepper":
+        params = dict(switching=task.switching)
       if kind == "blur":
         params = dict(kernel=task.kernels[i % len(task.kernels)],
                       sigma=float(config.degradation.sigma))
@@ -260,7 +262,7 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
                  if tiled else dict(tile=None, overlap=None, model_programs=len(traces))),
   }
   if with_baseline:
-    results.update(baseline=baselines.NAMES[kind],
+    results.update(baseline=baselines.name(kind, switching=task.switching),
                    baseline_psnr=float(np.mean([r["baseline_psnr"] for r in rows])),
                    baseline_ssim=float(np.mean([r["baseline_ssim"] for r in rows])))
   results["seconds"] = time.perf_counter() - t0

@@ -31,6 +31,14 @@ default ``'none'`` feeds the blurred image alone (the model must infer the kerne
 Inpainting output keeps the known pixels: ``out = masked + mask * model(x)``, so every loss
 measures the holes only (a masked loss, normalised by all pixels).
 
+``switching=True`` (``salt_and_pepper`` only) is the switching scheme of impulse-noise
+filters (Sun & Neuvo, Pattern Recognit. Lett. 1994): a pixel whose channels are all 0 or
+all 1 is an impulse candidate (``degradations.impulse_mask``), every other pixel is passed
+through unchanged (``out = (1 - mask) noisy + mask model(noisy)``), so the model only
+fills the candidates, as an inpainting model fills holes, and the loss sees only them. Clean pixels that happen to be 0 or 255 are candidates
+too; the model restores them like impulses. The classical baseline becomes the switching
+3x3 median (``genrepair.baselines.median_filter(switching=True)``).
+
 Models follow the restoration interface: ``restore(x, *, train) -> image`` (float32, not
 clipped), attribute ``sr_input`` (``None`` | ``'lr'`` | ``'bicubic'``).
 """
@@ -179,6 +187,10 @@ class RestorationTask:
     self.kind = dc.kind
     # An SR model with sr_input='lr' outputs scale x its input size.
     self.output_scale = int(dc.scale) if self.sr_input == "lr" else 1
+    self.switching = bool(dc.get("switching", False))
+    if self.switching and dc.kind != "salt_and_pepper":
+      raise ValueError("config.degradation.switching=True is for kind='salt_and_pepper',"
+                       f" got kind={dc.kind!r}.")
     self.in_channels = self.channels + 1 if dc.kind == "inpaint" else self.channels
     if self.deconvolution == "wiener":
       self.in_channels = 2 * self.channels  # [Wiener estimate, blurred]
@@ -342,7 +354,9 @@ class RestorationTask:
     """Runs the model's ``restore``; returns ``(output, new_batch_stats)``.
 
     For ``inpaint`` (``x = [masked, mask]``) the known pixels are kept:
-    ``output = masked + mask * model(x)``.
+    ``output = masked + mask * model(x)``; with ``switching`` every pixel that is not an
+    impulse candidate is kept: ``output = (1 - m) x + m model(x)``, ``m =
+    degradations.impulse_mask(x)``.
     """
     variables = {"params": params, "batch_stats": batch_stats}
     if train and batch_stats:
@@ -354,6 +368,9 @@ class RestorationTask:
     if self.kind == "inpaint":
       c = self.channels
       out = x[..., :c] + x[..., c:] * out
+    elif self.switching:
+      m = degradations.impulse_mask(x)
+      out = (1.0 - m) * x + m * out
     return out, bs
 
   def train_step(self, state: RestorationState, batch: dict[str, jax.Array],
