@@ -86,6 +86,18 @@ def test_srcnn_parameter_counts():
     assert _count(_abstract_vars(model, (1, 33, 33, c))["params"]) == n, (variant, c)
 
 
+def test_srcnn_weight_inits_have_their_scales():
+  # 'paper': N(0, 0.001) (Sec. 4.1); 'he': N(0, 2 / fan_in); biases zero in both.
+  for name, std in [("paper", lambda fan_in: 0.001), ("he", lambda fan_in: (2 / fan_in) ** 0.5)]:
+    p = srcnn.Model(variant="9-5-5", weight_init=name).init(
+        jax.random.key(0), jnp.zeros((1, 16, 16, 1)))["params"]
+    for layer, fan_in in [("conv1", 81), ("conv2", 25 * 64), ("conv3", 25 * 32)]:
+      k = np.asarray(p[layer]["kernel"])
+      # He normal in flax is a truncated normal with this std.
+      np.testing.assert_allclose(k.std(), std(fan_in), rtol=0.1)
+      assert abs(k.mean()) < 0.1 * std(fan_in) and not np.asarray(p[layer]["bias"]).any()
+
+
 @pytest.mark.parametrize("padding", ["EDGE", "SAME"])
 def test_srcnn_output_shape_equals_input(padding):
   model = srcnn.Model(variant="9-5-5", padding=padding)
@@ -160,5 +172,7 @@ def test_bad_options_and_inputs_raise():
     srcnn.Model(kernel_sizes=(9, 2, 5))
   with pytest.raises(ValueError, match=r"\[B, H, W, 1\]"):
     srcnn.Model().init(jax.random.key(0), jnp.zeros((8, 8, 1)))
+  with pytest.raises(ValueError, match="weight_init must be one of"):
+    srcnn.Model(weight_init="xavier")
   with pytest.raises(ValueError, match="Did you mean"):
     models.get("dncn")
