@@ -44,12 +44,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.task = "restoration"
-  c.model = ml_collections.ConfigDict(dict(name="dncnn", variant="S", channels=1))
+  # extra_inputs=1: the noisy image next to the switching-median estimate (prefilter);
+  # zero_last: R = 0 at step 0, so training starts from that estimate.
+  c.model = ml_collections.ConfigDict(dict(name="dncnn", variant="S", channels=1,
+                                           extra_inputs=1, zero_last=True))
   c.degradation = ml_collections.ConfigDict(dict(
       kind="salt_and_pepper", density=0.1, sigma=0.0, sigma_max=0.0, scale=1,
       # Switching: the model fills only the impulse candidates (pixels at 0 or 1), every
       # other pixel passes through; the baseline is the switching median (Sun & Neuvo).
-      switching=True))
+      # Prefilter: the model refines the switching median's estimate (two-stage input).
+      switching=True, prefilter="median"))
   c.data = ml_collections.ConfigDict(dict(
       name="train400" if real else "natural_photos_gray", split="train", patch_size=40,
       patches_per_image=_PATCHES_PER_EPOCH // 400 if real else _PATCHES_PER_EPOCH // 6,

@@ -111,38 +111,52 @@ def test_impulse_mask_and_switching_median():
   assert baselines.name("salt_and_pepper") == "median 3x3"
 
 
-def test_switching_task_keeps_uncorrupted_pixels_and_loss_sees_impulses_only(tfds_dir,
-                                                                           monkeypatch):
+def test_switching_prefilter_task_keeps_uncorrupted_pixels_and_loss_sees_impulses_only(
+    tfds_dir, monkeypatch):
   del tfds_dir
   c = _tiny("saltpepper_dncnn", monkeypatch)
-  assert c.degradation.switching
+  assert c.degradation.switching and c.degradation.prefilter == "median"
   mesh = sharding.make_mesh({"data": -1})
   task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
-  assert task.in_channels == 1
+  assert task.in_channels == 2  # [switching-median estimate, noisy]
   state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
   batch = next(train.make_train_iterator(c))
-  _, m = jax.jit(task.train_step)(state, sharding.to_global(batch, mesh), train_rng)
-  # Independently: the step's noisy batch, the raw DnCNN output, float64 L2 on impulses.
+  # Independently: the step's noisy batch, SciPy's switching median, the raw DnCNN output,
+  # float64 L2 with only the impulse candidates taken from the model.
   clean = batch["image"].astype(np.float64) / 255
   noisy = np.asarray(degradations.salt_and_pepper(jax.random.fold_in(train_rng, 0),
                                                   jnp.asarray(clean, jnp.float32),
                                                   density=0.1), np.float64)
+  estimate = np.stack([baselines.median_filter(n, switching=True) for n in noisy])
+  x = np.concatenate([estimate, noisy], -1).astype(np.float32)
+  np.testing.assert_array_equal(task.model_input(jnp.asarray(noisy, jnp.float32)), x)
   hit = np.all(noisy <= 0, -1, keepdims=True) | np.all(noisy >= 1, -1, keepdims=True)
   assert 0.05 < hit.mean() < 0.2
+  # At step 0 (zero last layer) the model's output is the switching median exactly.
+  out0, _ = task.apply(state.params, state.batch_stats, jnp.asarray(x), train=False)
+  np.testing.assert_array_equal(out0, estimate.astype(np.float32))
+  state = state.replace(params=jax.tree.map(lambda a: a + 0.01, state.params))
+  _, m = jax.jit(task.train_step)(state, sharding.to_global(batch, mesh), train_rng)
   variables = {"params": jax.device_get(state.params),
                "batch_stats": jax.device_get(state.batch_stats)}
-  raw, _ = task.model.apply(variables, jnp.asarray(noisy, jnp.float32), train=True,
-                            method="restore", mutable=["batch_stats"])
+  raw, _ = task.model.apply(variables, jnp.asarray(x), train=True, method="restore",
+                            mutable=["batch_stats"])
   out = np.where(hit, np.asarray(raw, np.float64), noisy)
   np.testing.assert_allclose(m["l2"], np.mean((out - clean) ** 2), rtol=1e-4)
   # apply keeps every non-candidate pixel bit-exactly.
-  kept, _ = task.apply(state.params, state.batch_stats, jnp.asarray(noisy, jnp.float32),
-                       train=False)
+  kept, _ = task.apply(state.params, state.batch_stats, jnp.asarray(x), train=False)
   np.testing.assert_array_equal(np.asarray(kept)[~hit[..., 0]],
                                 noisy.astype(np.float32)[~hit[..., 0]])
-  c.degradation.kind, c.degradation.sigma = "gaussian_noise", 25.0
-  with pytest.raises(ValueError, match="switching=True is for kind='salt_and_pepper'"):
-    train.build(c)
+  np.testing.assert_array_equal(task.observation(jnp.asarray(x)), x[..., 1:])
+  for bad, match in [(dict(kind="gaussian_noise", sigma=25.0), "switching=True is for"),
+                     (dict(switching=False, prefilter="mean"), "prefilter='mean'; known"),
+                     (dict(switching=False, kind="gaussian_noise", sigma=25.0),
+                      "prefilter='median' is for kind='salt_and_pepper'")]:
+    c2 = _tiny("saltpepper_dncnn", monkeypatch)
+    for k, v in bad.items():
+      setattr(c2.degradation, k, v)
+    with pytest.raises(ValueError, match=match):
+      train.build(c2)
 
 
 def test_median_and_biharmonic_baselines():

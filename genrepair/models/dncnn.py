@@ -34,6 +34,15 @@ DnCNN-S gray, the number usually quoted as "0.55M"); biases on the first and las
 MatConvNet training code fixes those biases at zero, ``learningRate [1 0]``); BatchNorm
 scale and shift ``2 * 64`` per middle layer. Merged variants have a bias on all ``depth``
 convs and no BatchNorm. ``tests/test_restoration_models.py`` pins these counts.
+
+``extra_inputs`` = E > 0 (default 0) widens the input to ``C + E`` channels, as FFDNet
+(Zhang et al., TIP 2018) feeds a noise-level map: the first conv sees all of them
+(``9 * E * 64`` more weights) and the residual is taken from the first ``C``: ``x =
+y[..., :C] - R(y)``. Two-stage restoration uses it for ``[classical estimate,
+observation]`` inputs (``config.degradation.prefilter``), with ``zero_last=True``: the
+last convolution starts at zero, so ``R(y) = 0`` and the output is the classical estimate
+at step 0 (the residual-branch zero init of Goyal et al. 2017, Sec. 2.3, for the same
+reason: start from the identity).
 """
 
 from __future__ import annotations
@@ -65,11 +74,15 @@ class DnCNN(nn.Module):
     batch_norm: BatchNorm after the middle convolutions (training form, no bias on those
       convs) if True; a bias on every conv and no BatchNorm (the official merged weights)
       if False.
+    extra_inputs: input channels after the image's ``channels`` (module docstring).
+    zero_last: initialise the last convolution (weights and bias) at zero.
   """
   depth: int = 17
   features: int = 64
   channels: int = 1
   batch_norm: bool = True
+  extra_inputs: int = 0
+  zero_last: bool = False
 
   sr_input = None  # Restoration interface: not a super-resolution model.
 
@@ -78,23 +91,25 @@ class DnCNN(nn.Module):
     """Predicts the noise residual.
 
     Args:
-      y: float32 ``[B, H, W, channels]`` noisy images, nominally in ``[0, 1]`` (the
-        network was trained on unclipped noisy inputs, so values outside are fine).
+      y: float32 ``[B, H, W, channels + extra_inputs]`` noisy images (then the extra
+        inputs), nominally in ``[0, 1]`` (the network was trained on unclipped noisy
+        inputs, so values outside are fine).
       train: BatchNorm uses batch statistics (and updates ``batch_stats``) if True;
         ignored when ``batch_norm`` is False.
 
     Returns:
       float32 ``[B, H, W, channels]``: the predicted noise ``R(y)``; the clean estimate
-      is ``y - R(y)`` (see :meth:`denoise`).
+      is ``y[..., :channels] - R(y)`` (see :meth:`denoise`).
 
     Raises:
-      ValueError: ``y`` is not ``[B, H, W, channels]`` or ``depth < 2``.
+      ValueError: ``y`` is not ``[B, H, W, channels + extra_inputs]`` or ``depth < 2``.
     """
     if self.depth < 2:
       raise ValueError(f"DnCNN depth must be >= 2, got {self.depth}.")
-    if y.ndim != 4 or y.shape[-1] != self.channels:
-      raise ValueError(f"DnCNN expects [B, H, W, {self.channels}] images, got shape"
-                       f" {tuple(y.shape)}.")
+    cin = self.channels + self.extra_inputs
+    if y.ndim != 4 or y.shape[-1] != cin:
+      raise ValueError(f"DnCNN expects [B, H, W, {cin}] inputs ({self.channels} image"
+                       f" channels + {self.extra_inputs} extra), got shape {tuple(y.shape)}.")
     # [B, H, W, C] -> [B, H, W, features]; zero 'same' padding keeps H, W throughout.
     x = conv.Conv(self.features, (3, 3), padding="SAME", kernel_init=_INIT, name="conv0")(y)
     x = nn.relu(x)
@@ -107,7 +122,8 @@ class DnCNN(nn.Module):
                          name=f"bn{i}")(x)
       x = nn.relu(x)
     # [B, H, W, features] -> [B, H, W, C]
-    return conv.Conv(self.channels, (3, 3), padding="SAME", kernel_init=_INIT,
+    last_init = nn.initializers.zeros if self.zero_last else _INIT
+    return conv.Conv(self.channels, (3, 3), padding="SAME", kernel_init=last_init,
                      name=f"conv{self.depth - 1}")(x)
 
   def denoise(self, y: jax.Array, *, train: bool = False) -> jax.Array:
@@ -116,13 +132,14 @@ class DnCNN(nn.Module):
     Use as ``model.apply(variables, y, method="denoise")``.
 
     Args:
-      y: float32 ``[B, H, W, channels]`` noisy images in ``[0, 1]``.
+      y: float32 ``[B, H, W, channels + extra_inputs]`` noisy images in ``[0, 1]`` (then
+        the extra inputs).
       train: as in ``__call__``.
 
     Returns:
       float32 ``[B, H, W, channels]`` denoised images, not clipped.
     """
-    return y - self(y, train=train)
+    return y[..., :self.channels] - self(y, train=train)
 
   def restore(self, y: jax.Array, *, train: bool) -> jax.Array:
     """Restoration interface (``genrepair.tasks.restoration``): the clean estimate.
@@ -139,7 +156,7 @@ def Model(*, variant: str | None = None, **kw) -> DnCNN:  # pylint: disable=inva
 
   Args:
     variant: a key of :data:`VARIANTS` (default ``'S'``); ``**kw`` overrides its fields
-      or sets ``features`` / ``channels``.
+      or sets ``features`` / ``channels`` / ``extra_inputs`` / ``zero_last``.
 
   Returns:
     An unbound :class:`DnCNN`.
@@ -148,7 +165,8 @@ def Model(*, variant: str | None = None, **kw) -> DnCNN:  # pylint: disable=inva
     ValueError: unknown variant or option.
   """
   cfg = variants.resolve("DnCNN", VARIANTS, variant, default="S",
-                         defaults=dict(features=64, channels=1), overrides=kw)
+                         defaults=dict(features=64, channels=1, extra_inputs=0,
+                                       zero_last=False), overrides=kw)
   if cfg["depth"] < 2:
     raise ValueError(f"DnCNN depth must be >= 2, got {cfg['depth']}.")
   return DnCNN(**cfg)

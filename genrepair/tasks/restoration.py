@@ -37,7 +37,10 @@ all 1 is an impulse candidate (``degradations.impulse_mask``), every other pixel
 through unchanged (``out = (1 - mask) noisy + mask model(noisy)``), so the model only
 fills the candidates, as an inpainting model fills holes, and the loss sees only them. Clean pixels that happen to be 0 or 255 are candidates
 too; the model restores them like impulses. The classical baseline becomes the switching
-3x3 median (``genrepair.baselines.median_filter(switching=True)``).
+3x3 median (``genrepair.baselines.median_filter(switching=True)``). ``prefilter='median'``
+(``salt_and_pepper`` only) makes the model two-stage, like Wiener deblurring: its input is
+``[switching-median estimate (genrepair.filters), noisy]`` (2C channels) and a residual
+model (DnCNN with ``extra_inputs=C``) refines the estimate.
 
 Models follow the restoration interface: ``restore(x, *, train) -> image`` (float32, not
 clipped), attribute ``sr_input`` (``None`` | ``'lr'`` | ``'bicubic'``).
@@ -55,12 +58,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from genrepair import deconvolution, degradations, losses, metrics, models
+from genrepair import deconvolution, degradations, filters, losses, metrics, models
 from genrepair.tasks import common
 
 INPUTS = {"pred", "target"}
 KINDS = ("gaussian_noise", "salt_and_pepper", "bicubic", "blur", "inpaint")
 DECONVOLUTIONS = ("none", "wiener")
+PREFILTERS = ("none", "median")
 GAUSSIAN_KERNEL_SIGMAS = (1.0, 1.6, 2.2, 3.0)
 
 
@@ -191,9 +195,18 @@ class RestorationTask:
     if self.switching and dc.kind != "salt_and_pepper":
       raise ValueError("config.degradation.switching=True is for kind='salt_and_pepper',"
                        f" got kind={dc.kind!r}.")
+    self.prefilter = dc.get("prefilter", "none")
+    if self.prefilter not in PREFILTERS:
+      raise ValueError(f"config.degradation.prefilter={self.prefilter!r}; known:"
+                       f" {PREFILTERS}.")
+    if self.prefilter != "none" and dc.kind != "salt_and_pepper":
+      raise ValueError(f"config.degradation.prefilter={self.prefilter!r} is for"
+                       f" kind='salt_and_pepper', got kind={dc.kind!r}.")
     self.in_channels = self.channels + 1 if dc.kind == "inpaint" else self.channels
-    if self.deconvolution == "wiener":
-      self.in_channels = 2 * self.channels  # [Wiener estimate, blurred]
+    # Two-stage inputs [classical estimate, observation].
+    self.two_stage = self.deconvolution == "wiener" or self.prefilter == "median"
+    if self.two_stage:
+      self.in_channels = 2 * self.channels
     self._kernels = None  # blur kernels: read on first use (restoring needs none)
     self.weights = dict(config.losses)
     losses.check_weights(self.weights, INPUTS, "config.losses")
@@ -262,7 +275,7 @@ class RestorationTask:
                                    maxval=dc.sigma_max)
       return degradations.gaussian_noise(rng, clean, sigma=sigma)
     if dc.kind == "salt_and_pepper":
-      return degradations.salt_and_pepper(rng, clean, density=dc.density)
+      return self.model_input(degradations.salt_and_pepper(rng, clean, density=dc.density))
     lr = degradations.bicubic_downsample(clean, scale=int(dc.scale))  # [B, H/s, W/s, C]
     if self.sr_input == "lr":
       return lr
@@ -315,7 +328,8 @@ class RestorationTask:
     Returns:
       ``inpaint``: ``[B, H, W, C + 1]`` = ``[image with holes set to 0, mask]``; SR with
       ``sr_input='bicubic'``: the MATLAB bicubic upscale ``[B, sH, sW, C]``; Wiener
-      deblurring: ``[B, H, W, 2C]`` = ``[Wiener estimate, image]``; otherwise ``image``.
+      deblurring: ``[B, H, W, 2C]`` = ``[Wiener estimate, image]``; ``prefilter='median'``:
+      ``[B, H, W, 2C]`` = ``[switching-median estimate, image]``; otherwise ``image``.
 
     Raises:
       ValueError: ``inpaint`` without a mask, or a mask of the wrong shape; Wiener
@@ -329,6 +343,8 @@ class RestorationTask:
       return jnp.concatenate([degradations.apply_mask(image, mask), mask], axis=-1)
     if self.kind == "bicubic" and self.sr_input == "bicubic":
       return degradations.imresize(image, scale=float(self.config.degradation.scale))
+    if self.prefilter == "median":
+      return jnp.concatenate([filters.switching_median(image), image], axis=-1)
     if self.deconvolution == "wiener":
       if kernel is None:
         raise ValueError("This is a non-blind (Wiener-conditioned) deblurring model: it"
@@ -344,19 +360,19 @@ class RestorationTask:
     """The corrupted image inside a model input ``x`` (what the input PSNR scores).
 
     ``[B, h, w, C]``: the noisy/blurred/LR image, for ``inpaint`` the masked image (holes
-    0), for Wiener deblurring the blurred image (not the estimate), for SR with
-    ``sr_input='bicubic'`` the bicubic upscale.
+    0), for two-stage inputs (Wiener deblurring, median prefilter) the observation (not
+    the estimate), for SR with ``sr_input='bicubic'`` the bicubic upscale.
     """
     c = self.channels
-    return x[..., c:2 * c] if self.deconvolution == "wiener" else x[..., :c]
+    return x[..., c:2 * c] if self.two_stage else x[..., :c]
 
   def apply(self, params, batch_stats, x: jax.Array, *, train: bool):
     """Runs the model's ``restore``; returns ``(output, new_batch_stats)``.
 
     For ``inpaint`` (``x = [masked, mask]``) the known pixels are kept:
     ``output = masked + mask * model(x)``; with ``switching`` every pixel that is not an
-    impulse candidate is kept: ``output = (1 - m) x + m model(x)``, ``m =
-    degradations.impulse_mask(x)``.
+    impulse candidate is kept: ``output = (1 - m) y + m model(x)``, ``y =
+    observation(x)``, ``m = degradations.impulse_mask(y)``.
     """
     variables = {"params": params, "batch_stats": batch_stats}
     if train and batch_stats:
@@ -369,8 +385,9 @@ class RestorationTask:
       c = self.channels
       out = x[..., :c] + x[..., c:] * out
     elif self.switching:
-      m = degradations.impulse_mask(x)
-      out = (1.0 - m) * x + m * out
+      y = self.observation(x)
+      m = degradations.impulse_mask(y)
+      out = (1.0 - m) * y + m * out
     return out, bs
 
   def train_step(self, state: RestorationState, batch: dict[str, jax.Array],
