@@ -85,7 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Adam's first steps at 1e-3 are as large as those weights, and 37 of 64 conv1 and 24
     # of 32 conv2 units ended never active (lr 1e-4: Set5 29.61 dB after 3,000 steps,
     # still 29 and 23 dead). He init (3,000 steps at 1e-3: Set5 31.62 dB, 11 and 10 dead)
-    # is the Adam form of this config.
+    # is the Adam form of this config. Measured (commit 4a014f8, 15,000 steps, 30 min):
+    # Set5 32.01 dB (+1.62 dB over bicubic), Set14 28.73 dB.
     c.model.weight_init = "he"
     c.train.batch_size = 64
     c.train.num_steps = 15_000
