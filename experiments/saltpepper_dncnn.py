@@ -1,4 +1,4 @@
-r"""Salt-and-pepper denoising (density 0.1) with DnCNN, against a median filter.
+r"""Salt-and-pepper denoising (density 0.1) with DnCNN, against median filters.
 
 Launch (accelerator budget):
 
@@ -10,17 +10,24 @@ CPU budget (2 cores, see `runlocal`):
   python launch.py eval --workdir runs/sp_dncnn_cpu --dataset set12
 
 Impulse noise: 10% of the pixels set to 0 or 255 with equal odds (MATLAB
-`imnoise(I, 'salt & pepper', 0.1)`). Model: DnCNN-S (Zhang et al., TIP 2017), residual
-learning, trained with L2, Adam as in the Gaussian DnCNN config. Not L1, although impulse
-noise is heavy-tailed: with 90% of the pixels clean, a zero residual (the identity) is the
-per-pixel median of the noise and so L1's optimum until the network separates impulses
-from texture; an L1 CPU run stayed at the input's 15.2 dB for 250 steps. With L2 the
-first `runlocal` run (500 steps, 2026-11-29, 24 min on shared cores) reached 25.17 dB /
-SSIM 0.649 on Set12 (input 15.26 dB), under the 3x3 median filter's 29.00 dB;
-`runlocal` now trains 2,500 steps with a cosine lr: **31.52 dB** / SSIM 0.871 on Set12
-(48 min; the median filter: 29.00 dB / SSIM 0.879; experiments/README.md has both runs).
-Baseline: the 3x3 median filter (scipy). Evaluation: Set12,
-noise from fold_in(key(0), i) for image i, PSNR/SSIM on all pixels of the uint8 output.
+`imnoise(I, 'salt & pepper', 0.1)`). Model: two-stage (the default since 2026-11-29). The
+switching 3x3 median (Sun & Neuvo 1994: only pixels at 0 or 255 are replaced by their
+window's median) gives an estimate; DnCNN-S (Zhang et al., TIP 2017) with the noisy image
+as an extra input channel and a zero-initialised last layer refines it
+(`degradation.prefilter='median'`), and only the impulse candidates are taken from the
+model, every other pixel is the input's (`degradation.switching`). L2 loss, Adam as in the
+Gaussian DnCNN config. Not L1: with 90% of the pixels clean, a zero residual is the
+per-pixel median of the noise and so L1's optimum (an L1 one-stage run stayed at the
+input's 15.2 dB for 250 steps).
+
+Measured on Set12 (experiments/README.md has every run): `runlocal` (1,500 steps, 35 min)
+**40.40 dB / SSIM 0.990**; the switching median 35.84 / 0.984; the plain 3x3 median 29.00
+/ 0.879; the one-stage DnCNN (`--config.degradation.switching=False
+--config.degradation.prefilter=none --config.model.extra_inputs=0
+--config.model.zero_last=False --config.train.num_steps=2500
+--config.optim.decay_steps=2500`) 31.52 / 0.871. Baseline in the evaluation:
+the switching 3x3 median (scipy). Evaluation: Set12, noise from fold_in(key(0), i) for
+image i, PSNR/SSIM on all pixels of the uint8 output.
 
 Data: Train400 (`$GENREPAIR_DATA/denoise/train400`), else the embedded gray photos.
 """
