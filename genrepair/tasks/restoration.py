@@ -35,12 +35,14 @@ measures the holes only (a masked loss, normalised by all pixels).
 filters (Sun & Neuvo, Pattern Recognit. Lett. 1994): a pixel whose channels are all 0 or
 all 1 is an impulse candidate (``degradations.impulse_mask``), every other pixel is passed
 through unchanged (``out = (1 - mask) noisy + mask model(noisy)``), so the model only
-fills the candidates, as an inpainting model fills holes, and the loss sees only them. Clean pixels that happen to be 0 or 255 are candidates
-too; the model restores them like impulses. The classical baseline becomes the switching
-3x3 median (``genrepair.baselines.median_filter(switching=True)``). ``prefilter='median'``
-(``salt_and_pepper`` only) makes the model two-stage, like Wiener deblurring: its input is
-``[switching-median estimate (genrepair.filters), noisy]`` (2C channels) and a residual
-model (DnCNN with ``extra_inputs=C``) refines the estimate.
+fills the candidates, as an inpainting model fills holes, and the loss sees only them.
+Clean pixels that happen to be 0 or 255 are candidates too; the model restores them like
+impulses. The classical baseline becomes the switching 3x3 median
+(``genrepair.baselines.median_filter(switching=True)``).
+
+``prefilter='median'`` (``salt_and_pepper`` only) makes the model two-stage, like Wiener
+deblurring: its input is ``[switching-median estimate (genrepair.filters), noisy]`` (2C
+channels) and a residual model (DnCNN with ``extra_inputs=C``) refines the estimate.
 
 Models follow the restoration interface: ``restore(x, *, train) -> image`` (float32, not
 clipped), attribute ``sr_input`` (``None`` | ``'lr'`` | ``'bicubic'``).
@@ -175,6 +177,9 @@ class RestorationTask:
       raise ValueError(f"config.degradation.density must be in (0, 1), got {dc.density}.")
     elif dc.kind == "blur" and dc.sigma < 0:
       raise ValueError(f"config.degradation.sigma must be >= 0, got {dc.sigma}.")
+    elif dc.kind == "inpaint" and dc.get("masks", "strokes") not in ("strokes", "boxes"):
+      raise ValueError(f"config.degradation.masks={dc.get('masks')!r}; known: 'strokes',"
+                       " 'boxes' (training masks are drawn on device).")
     self.deconvolution = dc.get("deconvolution", "none")
     if self.deconvolution not in DECONVOLUTIONS:
       raise ValueError(f"config.degradation.deconvolution={self.deconvolution!r}; known:"
@@ -182,9 +187,6 @@ class RestorationTask:
     if self.deconvolution == "wiener" and (dc.kind != "blur" or not dc.sigma > 0):
       raise ValueError("config.degradation.deconvolution='wiener' needs kind='blur' and"
                        f" sigma > 0, got kind={dc.kind!r}, sigma={dc.sigma}.")
-    elif dc.kind == "inpaint" and dc.get("masks", "strokes") not in ("strokes", "boxes"):
-      raise ValueError(f"config.degradation.masks={dc.get('masks')!r}; known: 'strokes',"
-                       " 'boxes' (training masks are drawn on device).")
     if dc.kind in ("blur", "inpaint") and self.sr_input is not None:
       raise ValueError(f"config.model.name={mc.name!r} is a super-resolution model;"
                        f" config.degradation.kind={dc.kind!r} needs a same-size model.")
