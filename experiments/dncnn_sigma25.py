@@ -61,7 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   epoch = _PATCHES_PER_EPOCH // _BATCH  # 1,600 steps
   c.optim = ml_collections.ConfigDict(dict(
       name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-      schedule="piecewise", boundaries=(30 * epoch,), decay=0.1))
+      schedule="piecewise", boundaries=(30 * epoch,), decay=0.1,
+      # Read only with --config.optim.schedule=cosine (decay_steps > 0 then).
+      decay_steps=0, alpha=0.0))
   c.train = ml_collections.ConfigDict(dict(
       batch_size=_BATCH, num_steps=50 * epoch, log_every=100, sample_every=5000,
       checkpoint_every=5000, keep_checkpoints=3))
