@@ -25,6 +25,8 @@ import numpy as np
 import scipy.ndimage
 import skimage.restoration
 
+from genrepair import degradations
+
 KINDS = ("salt_and_pepper", "blur", "inpaint")
 NAMES = {"salt_and_pepper": "median 3x3", "blur": "Wiener", "inpaint": "biharmonic"}
 
@@ -67,8 +69,7 @@ def median_filter(noisy: np.ndarray, *, size: int = 3, switching: bool = False) 
   med = scipy.ndimage.median_filter(x, size=(size, size, 1), mode="reflect")
   if not switching:
     return med
-  hit = np.all(x <= 0.0, axis=-1, keepdims=True) | np.all(x >= 1.0, axis=-1, keepdims=True)
-  return np.where(hit, med, x)
+  return np.where(np.asarray(degradations.impulse_mask(x)) > 0, med, x)
 
 
 def kernel_otf(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

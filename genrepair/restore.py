@@ -526,11 +526,9 @@ def restore_image(runner: TiledRunner, image: np.ndarray, mask: np.ndarray | Non
   scale = int(task.config.degradation.scale) if sr else 1
 
   def run(img):  # float32 [H, W, mc] -> [sH, sW, mc]
-    if kernel is not None:
-      inp = task.model_input(jnp.asarray(img[None]), kernel=jnp.asarray(kernel))
-    else:
-      inp = task.model_input(jnp.asarray(img[None]),
-                             None if mask is None else jnp.asarray(mask[None]))
+    inp = task.model_input(jnp.asarray(img[None]),
+                           None if mask is None else jnp.asarray(mask[None]),
+                           kernel=None if kernel is None else jnp.asarray(kernel))
     return runner(np.asarray(inp[0]))
 
   if c == mc:
