@@ -54,6 +54,13 @@ Generators that draw random numbers (StyleGAN2's noise inputs and style mixing) 
 flax rngs ``'noise'`` and ``'mixing'`` in training, folded from the step's keys; other
 generators ignore them, so their numbers are unchanged. ``sample`` passes none (a
 StyleGAN2 generator then uses its fixed noise maps and no mixing).
+
+``config.train.diffaugment`` (default ``''`` = off): a DiffAugment policy (Zhao et al.
+NeurIPS 2020; :mod:`genrepair.diffaugment`), e.g. ``'translation,cutout'``, applied to
+every image D sees (real and fake, in D's and G's losses, fresh draws for each batch);
+R1 and the gradient penalty differentiate D(augment(x)) w.r.t. the un-augmented ``x``,
+as the paper's StyleGAN2 code. ``config.train.diffaugment_fill`` (default 0) is the
+value translation and cutout fill in (0 as the paper; -1 is MNIST's black).
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from genrepair import losses, models
+from genrepair import diffaugment, losses, models
 from genrepair.tasks import common
 
 # Inputs the GAN task provides to loss functions (see losses.check_weights).
@@ -183,6 +190,9 @@ class GANTask:
     self.n_critic = int(config.train.get("n_critic", 1))
     self.r1_every = int(config.train.get("r1_every", 1))
     self.ema_decay = float(mc.get("ema_decay", 0.0))
+    self.augment_policy = diffaugment.parse(str(config.train.get("diffaugment", "")),
+                                            "config.train.diffaugment")
+    self.augment_fill = float(config.train.get("diffaugment_fill", 0.0))
     if self.n_critic < 1 or config.train.batch_size % self.n_critic:
       raise ValueError(f"config.train.n_critic={self.n_critic} must be >= 1 and divide"
                        f" config.train.batch_size={config.train.batch_size}.")
@@ -254,6 +264,12 @@ class GANTask:
     if not train:
       return out
     return out[0], {"batch_stats": out[1].get("batch_stats", {})}  # {} without BatchNorm
+
+  def _augment(self, x: jax.Array, key: jax.Array) -> jax.Array:
+    """D's view of ``x``: the DiffAugment policy (identity when off)."""
+    if not self.augment_policy:
+      return x
+    return diffaugment.augment(x, key, self.augment_policy, self.augment_fill)
 
   def _discriminate(self, params, batch_stats, x):
     logits, upd = self.discriminator.apply({"params": params, "batch_stats": batch_stats},
@@ -331,10 +347,13 @@ class GANTask:
       def d_loss_fn(d_params):
         # Separate D passes for the real and fake batches, so BatchNorm normalises each
         # with its own statistics (as in the DCGAN reference code).
-        real_logits, bs = self._discriminate(d_params, d_bs, real)
-        fake_logits, bs = self._discriminate(d_params, bs, fake)
+        # DiffAugment (off: identity): one draw for the real batch (shared by R1 and the
+        # gradient penalty's interpolates), one for the fake batch.
+        k_aug_real, k_aug_fake = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
+        real_logits, bs = self._discriminate(d_params, d_bs, self._augment(real, k_aug_real))
+        fake_logits, bs = self._discriminate(d_params, bs, self._augment(fake, k_aug_fake))
         extra = {}
-        score = lambda v: self._discriminate(d_params, bs, v)[0]
+        score = lambda v: self._discriminate(d_params, bs, self._augment(v, k_aug_real))[0]
         if self._gp:  # WGAN-GP: x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1].
           eps = jax.random.uniform(k_eps, (num, 1, 1, 1))
           x_hat = eps * real + (1.0 - eps) * fake
@@ -380,7 +399,8 @@ class GANTask:
     def g_loss_fn(g_params):
       fake, g_upd2 = self._generate(g_params, g_upd["batch_stats"], z_g, train=True,
                                     key=jax.random.fold_in(k_zg, 1))
-      logits, bs = self._discriminate(d_params, d_bs, fake)
+      logits, bs = self._discriminate(d_params, d_bs,
+                                      self._augment(fake, jax.random.fold_in(k_zg, 3)))
       extra, pl_mean = {}, state.pl_mean
       if self._pl:  # lazy path length regularisation (Eq. 4)
         n_pl = num // self.pl_batch_shrink
