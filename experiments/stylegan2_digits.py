@@ -91,6 +91,10 @@ DiffAugment (Zhao et al. 2020; ``--config.train.diffaugment=translation,cutout
 (D(x) 0.63, D(G(z)) 0.37 at step 750, against ~0.04 for D(G(z)) in the G-lr probe above),
 but the samples still collapse (all one ring-shaped stroke): FID-digits 640.6, IS-digits
 1.34 of 2,000 samples. So D overfitting the 5,000 digits is not the cause either.
+A BatchNorm-like centring of every synthesis layer's features (minus their mean over batch
+and space per channel, after the modulated convolution; a local change for the probe, not
+kept), the element that distinguishes DCGAN's generator, also collapsed (all one "0"):
+FID-digits 604.5, IS-digits 1.43 (800 steps, 2,000 samples).
 """
 
 import ml_collections
