@@ -2,16 +2,23 @@ r"""genrepair's one entry point.
 
   python launch.py train  --config experiments/dcgan_mnist.py --workdir runs/dcgan_mnist
   python launch.py sample --workdir runs/dcgan_mnist --num 64 --seed 0 -o grid.png
-  python launch.py eval   --workdir runs/dncnn_s25 [--dataset set12]
+  python launch.py eval   (--workdir runs/dncnn_s25 | --weights model.npz | --model NAME)
+      [--dataset bsd68|set12|set5|set14|DIR] [--sigma 15 | --density 0.2 | --scale 3] [-o r.json]
   python launch.py import --config experiments/dncnn_sigma25.py:official \
       --weights $GENREPAIR_DATA/weights/dncnn/sigma25.mat --workdir runs/dncnn_s25_official
   python launch.py export --workdir runs/dncnn_s25 [--step N] [-o model.npz]
   python launch.py restore noisy.png -o clean.png (--workdir W [--step N] | --weights model.npz
-      | --model dncnn_s25_gray) [--mask holes.png] [--kernel k.npy] [--tile 128] [--overlap 34] [--overwrite]
+      | --model dncnn_s25_gray) [--task denoise|sr|deblur|inpaint] [--mask holes.png] [--kernel k.npy] [--tile 128] [--overlap 34] [--overwrite]
 
 `train` resumes from the newest checkpoint in --workdir when there is one. Config values are
 overridden with --config.<key>=<value> (e.g. --config.train.batch_size=64); configs are
 locked, so a misspelt key or a wrong type is an error before anything compiles.
+
+`eval` scores a restoration model (a run, an exported .npz or a shipped model) on a test set
+under the task's recorded protocol, at the model's own degradation or at another noise
+level (--sigma, --density; --scale only checks an SR model's factor). Results (per image
+and mean) are printed as a table and written as JSON: to -o when given, else beside the
+checkpoint (<workdir>/eval/) or the .npz; a shipped model's are only printed without -o.
 
 `export` writes a restoration run's weights and config to one .npz (arrays only; default
 <workdir>/export/step_<N>.npz) and prints its sha256. `restore` restores one image file
@@ -43,15 +50,22 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _DATASET = flags.DEFINE_string("dataset", None, "eval: dataset (default: the config's"
-                               " eval.dataset), e.g. bsd68, set12, set5, set14.")
+                               " eval.dataset), e.g. bsd68, set12, set5, set14, or a folder.")
+_SIGMA = flags.DEFINE_float("sigma", None, "eval: Gaussian noise std on the 0-255 scale"
+                            " (denoising models, fixed level; deblurring: the added noise).")
+_DENSITY = flags.DEFINE_float("density", None, "eval: salt-and-pepper density in (0, 1).")
+_SCALE = flags.DEFINE_integer("scale", None, "eval: SR scale factor (must be the model's).")
 _WEIGHTS = flags.DEFINE_string("weights", None, "import: published weights file/directory;"
-                                " restore: an exported .npz (launch.py export).")
+                                " restore/eval: an exported .npz (launch.py export).")
 _LIMIT = flags.DEFINE_integer("limit", None, "eval: only the first N images (smoke tests).")
 _OUTPUT = flags.DEFINE_string("output", None, "sample: .png/.jpg grid or .npz raw samples;"
-                              " restore: the restored image; export: the .npz.",
+                              " restore: the restored image; export: the .npz; eval: the"
+                              " results .json.",
                               short_name="o")
-_MODEL = flags.DEFINE_string("model", None, "restore: a shipped model name (genrepair/"
+_MODEL = flags.DEFINE_string("model", None, "restore/eval: a shipped model name (genrepair/"
                              "pretrained), e.g. dncnn_s25_gray, espcn_x3.")
+_TASK = flags.DEFINE_string("task", None, "restore: the task the model must do (denoise, sr,"
+                           " deblur, inpaint); a model of another task is an error.")
 _MASK = flags.DEFINE_string("mask", None, "restore: inpainting hole mask image (white = hole),"
                             " the input's size.")
 _KERNEL = flags.DEFINE_string("kernel", None, "restore: the blur kernel of a non-blind"
@@ -102,14 +116,18 @@ def _main(argv: list[str]) -> None:
     # Orbax logs every save at INFO; keep the console for our progress lines unless the
     # user asks for more with --verbosity=0.
     logging.set_verbosity(logging.WARNING)
-  if command != "restore" and not _WORKDIR.value:
-    raise app.UsageError("--workdir is required.")
+  model_source = command == "eval" and (_WEIGHTS.value or _MODEL.value)
+  if command != "restore" and not _WORKDIR.value and not model_source:
+    raise app.UsageError("--workdir is required" + (" (or, for eval, --weights / --model)."
+                                                   if command == "eval" else "."))
   _setup_jax()
   if command == "restore":
     from genrepair import restore  # pylint: disable=import-outside-toplevel
     restore.check_output(_OUTPUT.value, overwrite=_OVERWRITE.value)  # before loading
     task, state, source = restore.load_model(workdir=_WORKDIR.value, step=_STEP.value,
                                              weights=_WEIGHTS.value, model=_MODEL.value)
+    if _TASK.value:
+      restore.check_task(task, _TASK.value, source)
     print(restore.restore_file(task, state, argv[2], _OUTPUT.value, mask_path=_MASK.value,
                                kernel_path=_KERNEL.value, tile=_TILE.value, overlap=_OVERLAP.value,
                                overwrite=_OVERWRITE.value) + f"; model: {source}")
@@ -143,36 +161,66 @@ def _main(argv: list[str]) -> None:
     from genrepair import weights  # pylint: disable=import-outside-toplevel
     print(weights.import_weights(_CONFIG.value, _WEIGHTS.value, _WORKDIR.value))
   if command == "eval":
-    from genrepair import evaluate, sampling  # pylint: disable=import-outside-toplevel
+    _eval()
+
+
+def _eval() -> None:
+  """``launch.py eval``: a run's own metrics, or a restoration model on a test set."""
+  from genrepair import evaluate, restore, sampling  # pylint: disable=import-outside-toplevel
+  if _OUTPUT.value and not _OUTPUT.value.endswith(".json"):
+    raise ValueError(f"eval -o {_OUTPUT.value!r}: the results file must end in .json.")
+  if _WEIGHTS.value or _MODEL.value:  # an exported or shipped restoration model
+    task, state, source = restore.load_model(workdir=_WORKDIR.value, step=_STEP.value,
+                                             weights=_WEIGHTS.value, model=_MODEL.value)
+    config, step = task.config, None
+  else:
     task, state, step, config = sampling.load_run(_WORKDIR.value, _STEP.value)
-    if not hasattr(task, "eval_protocol"):
-      if not hasattr(task, "evaluate") or "eval" not in config:
-        raise app.UsageError(f"{_WORKDIR.value} is a {config.task!r} run whose config has no"
-                             " evaluation.")
-      # The task's own metrics (FID/KID/IS-digits, NLL, accuracy, cycle error).
-      results = task.evaluate(state, config)
-      path = os.path.join(_WORKDIR.value, "eval", f"step_{step:07d}.json")
-      evaluate.write(results, path)
-      for k, v in results.items():
-        if isinstance(v, (int, float)):
-          print(f"{k:<20} {v:.6g}")
-      print(f"step {step}; written to {path}")
-      return
+    source = f"{_WORKDIR.value} step {step}"
+  overrides = dict(sigma=_SIGMA.value, density=_DENSITY.value, scale=_SCALE.value)
+  if not hasattr(task, "eval_protocol"):
+    if not hasattr(task, "evaluate") or "eval" not in config:
+      raise app.UsageError(f"{_WORKDIR.value} is a {config.task!r} run whose config has no"
+                           " evaluation.")
+    bad = [f"--{k}" for k, v in overrides.items() if v is not None]
+    if bad or _DATASET.value:
+      raise ValueError(f"{' '.join(bad + (['--dataset'] if _DATASET.value else []))} apply"
+                       f" to restoration models; {_WORKDIR.value} is a {config.task!r} run.")
+    # The task's own metrics (FID/KID/IS-digits, NLL, accuracy, cycle error).
+    results = task.evaluate(state, config)
+    path = _OUTPUT.value or os.path.join(_WORKDIR.value, "eval", f"step_{step:07d}.json")
+    evaluate.write(results, path)
+    for k, v in results.items():
+      if isinstance(v, (int, float)):
+        print(f"{k:<20} {v:.6g}")
+    print(f"step {step}; written to {path}")
+    return
+  task, config, tag = evaluate.with_degradation(task, config, **overrides)
+  with config.unlocked():
     if _DATASET.value:
       config.eval.dataset = _DATASET.value
-    if _TILE.value is not None:
-      with config.unlocked():  # runs saved before eval.tile existed lack the key
-        config.eval.tile = _TILE.value
-    results = evaluate.evaluate(task, state, config, limit=_LIMIT.value)
-    path = os.path.join(_WORKDIR.value, "eval", f"{config.eval.dataset}_step_{step:07d}.json")
+    if _TILE.value is not None:  # runs saved before eval.tile existed lack the key
+      config.eval.tile = _TILE.value
+  results = evaluate.evaluate(task, state, config, limit=_LIMIT.value)
+  results["model"] = source
+  name = os.path.basename(os.path.normpath(str(config.eval.dataset))) + (f"_{tag}" if tag else "")
+  if _OUTPUT.value:
+    path = _OUTPUT.value
+  elif _WORKDIR.value:
+    path = os.path.join(_WORKDIR.value, "eval", f"{name}_step_{step:07d}.json")
+  elif _WEIGHTS.value:
+    path = f"{os.path.splitext(_WEIGHTS.value)[0]}_eval_{name}.json"
+  else:
+    path = None  # a shipped model: the package folder is not the user's
+  if path:
     evaluate.write(results, path)
-    print(evaluate.table(results))
-    tiling = results["tiling"]
-    where = ("whole images" if tiling["tile"] is None else
-             f"{tiling['tile']} px tiles (overlap {tiling['overlap']})")
-    print(f"protocol: {task.eval_protocol().describe()}; noise seed {results['seed']};"
-          f" step {step}; model on {where}, {tiling['model_programs']} compiled model program(s); {results['seconds']:.1f} s;"
-          f" written to {path}")
+  print(evaluate.table(results))
+  tiling = results["tiling"]
+  where = ("whole images" if tiling["tile"] is None else
+           f"{tiling['tile']} px tiles (overlap {tiling['overlap']})")
+  print(f"protocol: {task.eval_protocol().describe()}; noise seed {results['seed']};"
+        f" model {source}; on {where}, {tiling['model_programs']} compiled model program(s);"
+        f" {results['seconds']:.1f} s; " + (f"written to {path}" if path else
+                                             "not written (pass -o results.json to keep it)"))
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

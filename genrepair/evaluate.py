@@ -167,6 +167,8 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
   images = data.eval_images(eval_data_config(config), ec.split, native_channels=scale > 1)
   if limit:
     images = images[:limit]
+  if task.channels == 3:  # gray files of a folder, for an RGB model
+    images = [(n, np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im) for n, im in images]
   protocol = task.eval_protocol()
   kind = task.kind
   masks = (eval_masks(config, [im.shape[:2] for _, im in images]) if kind == "inpaint"
@@ -267,6 +269,64 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
                    baseline_ssim=float(np.mean([r["baseline_ssim"] for r in rows])))
   results["seconds"] = time.perf_counter() - t0
   return results
+
+
+def with_degradation(task, config: ml_collections.ConfigDict, *, sigma: float | None = None,
+                     density: float | None = None, scale: int | None = None):
+  """The task and config to evaluate at another degradation level than the model's own.
+
+  ``launch.py eval --sigma/--density/--scale``: a Gaussian denoiser (blind or not) at a
+  fixed ``sigma`` (noise std on the 0-255 scale; also the noise of a deblurring model), an
+  impulse-noise model at another ``density``; ``scale`` only checks that an SR model is
+  the one asked for (a model has one scale factor).
+
+  Args:
+    task: the model's ``RestorationTask``.
+    config: its config (not modified).
+    sigma: noise std on the 0-255 scale (``gaussian_noise``: fixed, ``sigma_max`` 0;
+      ``blur``: the added noise).
+    density: impulse density in ``(0, 1)`` (``salt_and_pepper``).
+    scale: SR scale factor (``bicubic``); must equal the model's.
+
+  Returns:
+    ``(task, config, tag)``: the task rebuilt on a copy of the config (the same ``task``
+    and ``config`` when nothing is overridden), and a file-name tag such as ``'sigma15'``
+    (``''`` without overrides).
+
+  Raises:
+    ValueError: a flag that does not apply to the model's degradation kind, a value out
+      of range, or a scale factor other than the SR model's (all named).
+  """
+  kind = config.degradation.kind
+  applies = {"sigma": ("gaussian_noise", "blur"), "density": ("salt_and_pepper",),
+             "scale": ("bicubic",)}
+  given = {k: v for k, v in (("sigma", sigma), ("density", density), ("scale", scale))
+           if v is not None}
+  for k in given:
+    if kind not in applies[k]:
+      raise ValueError(f"--{k} applies to {' / '.join(applies[k])} models; this model's"
+                       f" degradation is {kind!r}.")
+  if sigma is not None and not sigma >= 0:
+    raise ValueError(f"--sigma must be >= 0 (noise std on the 0-255 scale), got {sigma}.")
+  if density is not None and not 0 < density < 1:
+    raise ValueError(f"--density must be in (0, 1), got {density}.")
+  if scale is not None and int(scale) != int(config.degradation.scale):
+    raise ValueError(f"--scale {scale}: this is an x{int(config.degradation.scale)}"
+                     " super-resolution model (one scale factor per model); evaluate an"
+                     f" x{scale} model for that scale.")
+  if not {k: v for k, v in given.items() if k != "scale"}:
+    return task, config, ""
+  config = ml_collections.ConfigDict(config.to_dict())  # a copy; the run's stays as saved
+  tag = ""
+  if sigma is not None:
+    config.degradation.sigma = float(sigma)
+    if kind == "gaussian_noise":
+      config.degradation.sigma_max = 0.0
+    tag = f"sigma{sigma:g}"
+  if density is not None:
+    config.degradation.density = float(density)
+    tag = f"density{density:g}"
+  return type(task)(config), config, tag
 
 
 def write(results: dict[str, Any], path: str) -> None:

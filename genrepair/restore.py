@@ -144,7 +144,7 @@ def load_model(*, workdir: str | None = None, step: int | None = None,
   given = [n for n, v in (("--workdir", workdir), ("--weights", weights), ("--model", model))
            if v]
   if len(given) != 1:
-    raise ValueError("restore needs exactly one of --workdir, --weights, --model; got"
+    raise ValueError("Give exactly one model source of --workdir, --weights, --model; got"
                      f" {given or 'none'}.")
   if step is not None and not workdir:
     raise ValueError("--step selects a checkpoint of --workdir; it cannot be used with"
@@ -640,6 +640,30 @@ def write_output(path: str, image: np.ndarray, bits: int = 8) -> None:
   tmp = path + ".tmp"
   Image.fromarray(q[..., 0]).save(tmp, format=fmt)
   os.replace(tmp, path)
+
+
+# launch.py restore --task: the degradation kinds each task name covers.
+TASKS = {"denoise": ("gaussian_noise", "salt_and_pepper"), "sr": ("bicubic",),
+         "deblur": ("blur",), "inpaint": ("inpaint",)}
+
+
+def check_task(task, name: str, source: str) -> None:
+  """``launch.py restore --task NAME``: checks that the model does that task.
+
+  Args:
+    task: the model's ``RestorationTask``.
+    name: a key of :data:`TASKS` (denoise, sr, deblur, inpaint).
+    source: the model's description, for the message.
+
+  Raises:
+    ValueError: an unknown task name, or a model of another task (both named).
+  """
+  if name not in TASKS:
+    raise ValueError(f"--task {name!r}: expected one of {sorted(TASKS)}.")
+  if task.kind not in TASKS[name]:
+    mine = [n for n, kinds in TASKS.items() if task.kind in kinds]
+    raise ValueError(f"--task {name}: {source} is a {mine[0] if mine else task.kind} model"
+                     f" ({_describe_kind(task)}), not a {name} model.")
 
 
 def restore_file(task, state, input_path: str, output_path: str, *,

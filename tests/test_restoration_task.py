@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genrepair import data, sharding, train
+from genrepair import data, evaluate, sharding, tasks, train
 from tests.conftest import CACHE_DIR, REPO
 
 
@@ -251,3 +251,23 @@ def test_official_srcnn_through_import_and_generic_eval(tfds_dir, tmp_path, monk
     r = evaluate.evaluate(task, state, config)
     assert abs(r["psnr"] - published) <= 0.01, (dataset, r["psnr"])
     assert abs(r["input_psnr"] - bicubic) <= 0.01, (dataset, r["input_psnr"])
+
+
+def test_eval_at_another_noise_level_leaves_the_run_config(monkeypatch):
+  """evaluate.with_degradation: a blind DnCNN-B config evaluated at a fixed sigma 15; the
+  degradation really changes (the noise drawn has std 15/255), the given config does not."""
+  monkeypatch.delenv("GENREPAIR_DATA", raising=False)
+  c = _experiment("dncnn_sigma25", "runlocal")
+  c.degradation.sigma, c.degradation.sigma_max = 0.0, 55.0  # blind, as DnCNN-B
+  task = tasks.get("restoration")(c)
+  task15, c15, tag = evaluate.with_degradation(task, c, sigma=15)
+  assert tag == "sigma15" and (c15.degradation.sigma, c15.degradation.sigma_max) == (15.0, 0.0)
+  assert (c.degradation.sigma, c.degradation.sigma_max) == (0.0, 55.0)
+  clean = jnp.full((4, 64, 64, 1), 0.5)
+  noise = np.asarray(task15.degrade(jax.random.key(0), clean)) - 0.5
+  np.testing.assert_allclose(noise.std() * 255, 15.0, rtol=0.02)
+  assert evaluate.with_degradation(task, c) == (task, c, "")
+  with pytest.raises(ValueError, match="--density applies to salt_and_pepper"):
+    evaluate.with_degradation(task, c, density=0.1)
+  with pytest.raises(ValueError, match="--sigma must be >= 0"):
+    evaluate.with_degradation(task, c, sigma=-1)

@@ -3,7 +3,9 @@ processing, one compile for all images at least a tile large, export round trip,
 rules, the CLI with a shipped model."""
 
 import importlib.util
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -280,7 +282,7 @@ def test_export_cli_from_a_run_matches_the_checkpoint(dncnn, tmp_path):
   x = np.random.default_rng(6).uniform(size=(40, 36, 1)).astype(np.float32)
   np.testing.assert_array_equal(restore.TiledRunner(task_w, state_w, tile=32)(x),
                                 restore.TiledRunner(task_e, state_e, tile=32)(x))
-  with pytest.raises(ValueError, match="exactly one of"):
+  with pytest.raises(ValueError, match="exactly one model source of"):
     restore.load_model(workdir=workdir, weights=out)
 
 
@@ -451,3 +453,46 @@ def test_cli_restore_with_shipped_model_raises_psnr(tmp_path):
   np.testing.assert_array_equal(np.asarray(Image.open(out)), restored)
   r = _run(["restore", src, "-o", str(tmp_path / "x.png"), "--model", "dncnn_s25"], timeout=120)
   assert r.returncode == 1 and "Did you mean ['dncnn_s25_gray']" in r.stderr
+
+
+def test_cli_restore_task_check(tmp_path):
+  src = str(tmp_path / "in.png")
+  Image.fromarray(np.full((32, 32), 128, np.uint8)).save(src)
+  r = _run(["restore", src, "-o", str(tmp_path / "o.png"), "--model", "dncnn_s25_gray",
+            "--task", "sr"], timeout=120)
+  assert r.returncode == 1 and "--task sr:" in r.stderr and "a denoise model" in r.stderr, r.stderr
+  assert not os.path.exists(tmp_path / "o.png")
+  r = _run(["restore", src, "-o", str(tmp_path / "o.png"), "--model", "espcn_x3",
+            "--task", "sr"], timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert np.asarray(Image.open(tmp_path / "o.png")).shape == (96, 96)
+
+
+def test_cli_eval_shipped_and_exported_model_at_another_sigma(tmp_path):
+  """eval --model / --weights on a folder of images, at sigma 15 instead of the model's 25:
+  the input PSNR is that of sigma-15 noise (20 log10(255 / 15) = 24.61 dB unclipped)."""
+  from skimage import data  # pylint: disable=import-outside-toplevel
+  folder = tmp_path / "imgs"
+  folder.mkdir()
+  Image.fromarray(data.camera()[100:228, 100:228]).save(folder / "camera.png")
+  r = _run(["eval", "--model", "dncnn_s25_gray", "--dataset", str(folder), "--sigma", "15",
+            "-o", str(tmp_path / "r15.json")])
+  assert r.returncode == 0, r.stderr
+  res15 = json.load(open(tmp_path / "r15.json", encoding="utf-8"))
+  assert res15["protocol"]["degradation"]["sigma"] == 15.0
+  assert "dncnn_s25_gray" in res15["model"] and res15["num_images"] == 1
+  # The input PSNR clips the noisy image to [0, 1] (no rounding), which can only raise it
+  # above the unclipped 24.61 dB (sigma 25: 20.17 dB); this crop has saturated regions.
+  assert 24.55 < res15["input_psnr"] < 25.6 and res15["psnr"] > res15["input_psnr"] + 4
+  weights = shutil.copy(pretrained.path("dncnn_s25_gray"), tmp_path / "m.npz")
+  r = _run(["eval", "--weights", str(weights), "--dataset", str(folder)])
+  assert r.returncode == 0, r.stderr
+  res25 = json.load(open(tmp_path / "m_eval_imgs.json", encoding="utf-8"))
+  assert res25["protocol"]["degradation"]["sigma"] == 25.0
+  assert 20.1 < res25["input_psnr"] < 21.2 and res25["psnr"] < res15["psnr"]
+  r = _run(["eval", "--model", "dncnn_s25_gray", "--dataset", str(folder), "--density", "0.2"],
+           timeout=120)
+  assert r.returncode == 1 and "--density applies to salt_and_pepper" in r.stderr, r.stderr
+  r = _run(["eval", "--model", "espcn_x3", "--dataset", str(folder), "--scale", "4"],
+           timeout=120)
+  assert r.returncode == 1 and "x3 super-resolution model" in r.stderr, r.stderr

@@ -33,12 +33,14 @@ sets patches_per_image to define what an "epoch" is (e.g. 512 gives 400 x 512
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Mapping, Sequence
 
 import grain
 import ml_collections
 import numpy as np
 
+from genrepair import io
 from genrepair.data import pipeline
 
 # A fingerprint key that tells patch-iterator states from whole-image ones.
@@ -240,8 +242,11 @@ def eval_images(
   """Returns every image of `split` whole, in stored order, for evaluation.
 
   Args:
-    data_config: `name`, `data_dir`, `tfds_dir`; e.g. name='bsd68', 'set5'.
-    split: tfds split, e.g. 'test'.
+    data_config: `name`, `data_dir`, `tfds_dir`; e.g. name='bsd68', 'set5', or a
+      folder of images (any path that is a directory, or that contains a path
+      separator): its files are read as they are (`io.read_image_dir`: gray files
+      [H, W, 1], colour [H, W, 3]; named by file name without extension).
+    split: tfds split, e.g. 'test' (ignored for a folder).
     native_channels: return images whose file was gray (`source_channels` 1,
       e.g. Set14's bridge.png) as [H, W, 1] instead of the stored replicated
       [H, W, 3], so SR evaluation can use them as Y directly (MATLAB protocol).
@@ -251,8 +256,12 @@ def eval_images(
     without names) and uint8 [H, W, C] in [0, 255]; sizes differ per image.
 
   Raises:
-    ValueError, FileNotFoundError: as `pipeline.data_source`.
+    ValueError, FileNotFoundError: as `pipeline.data_source`; for a folder, as
+      `io.read_image_dir` (missing folder, no images, unreadable file: named).
   """
+  name = str(data_config.name)
+  if os.path.isdir(name) or os.sep in name:
+    return io.read_image_dir(name)
   source = pipeline.data_source(data_config, split)
   images = []
   for i in range(len(source)):
