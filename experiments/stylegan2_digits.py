@@ -100,7 +100,7 @@ Longer training may be part of the answer: the 5,000-step run above, resumed tow
 DnCNN run and stopped at step 5,946 for it), shows one shape in every sample at steps
 4,000-4,500 but four to five distinct shapes (0, 6, 7, 1 and a loop) at step 5,500.
 Resumed on idle cores (4.2 steps/s), FID-digits / IS-digits of 10,000 samples: 570.5 / 2.61
-at 5,000 steps, **431.6 / 3.04 at 7,500, 381.3 / 4.32 at 10,000** (samples: 9, 3, 1 at
+at 5,000 steps, **431.6 / 3.04 at 7,500, 381.3 / 4.32 at 10,000, 259.2 / 6.42 at 12,500** (samples: 9, 3, 1 at
 7,500; 8, 5, 9, 1, 7, 2 at 10,000). The collapse is transient: diversity comes back with
 training length, but slowly (DCGAN: 100.3 at 3,000 steps). The run is in
 runs/stylegan2_digits_long (not in git), to be continued to 20,000 steps with the same
