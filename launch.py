@@ -49,6 +49,10 @@ _COORDINATOR = flags.DEFINE_string(
     " --process_id); on TPU pods / SLURM leave unset (auto-detected).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: process count.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices", "1", "train on a CPU host: CPU devices per process, data-parallel ('auto'"
+    " = one per core that divides the batch; DnCNN-S trains 1.4x faster on 2 cores than with"
+    " 1). Ignored on GPU/TPU hosts; XLA_FLAGS' --xla_force_host_platform_device_count wins.")
 _DATASET = flags.DEFINE_string("dataset", None, "eval: dataset (default: the config's"
                                " eval.dataset), e.g. bsd68, set12, set5, set14, or a folder.")
 _SIGMA = flags.DEFINE_float("sigma", None, "eval: Gaussian noise std on the 0-255 scale"
@@ -121,6 +125,15 @@ def _main(argv: list[str]) -> None:
     raise app.UsageError("--workdir is required" + (" (or, for eval, --weights / --model)."
                                                    if command == "eval" else "."))
   _setup_jax()
+  if command == "train" and _CONFIG.value is not None:
+    from genrepair import sharding  # pylint: disable=import-outside-toplevel
+    count = sharding.cpu_device_count(_CPU_DEVICES.value, int(_CONFIG.value.train.batch_size),
+                                      _CONFIG.value.mesh, num_processes=_NUM_PROCESSES.value or 1)
+    if count:
+      import jax  # pylint: disable=import-outside-toplevel
+      jax.config.update("jax_num_cpu_devices", count)  # before the backend starts
+  elif _CPU_DEVICES.value != "1":
+    raise app.UsageError("--cpu_devices applies to train only.")
   if command == "restore":
     from genrepair import restore  # pylint: disable=import-outside-toplevel
     restore.check_output(_OUTPUT.value, overwrite=_OVERWRITE.value)  # before loading

@@ -148,10 +148,12 @@ def _param_counts(model: str, state: Any) -> dict[str, int]:
 
 
 class JaxStep:
-  """genrepair's jitted, donating train step on a 1-device mesh, and its state."""
+  """genrepair's jitted, donating train step on a ``devices``-device mesh, and its state."""
 
-  def __init__(self, model: str, config: ml_collections.ConfigDict):
-    mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  def __init__(self, model: str, config: ml_collections.ConfigDict, devices: int = 1):
+    if devices > len(jax.devices()):
+      raise ValueError(f"--devices {devices}: only {len(jax.devices())} devices exist.")
+    mesh = sharding.make_mesh({"data": devices}, jax.devices()[:devices])
     self.task, self.mesh, init_rng, self.rng, _, state_sharding = train.build(config, mesh)
     repl = sharding.replicated(self.mesh)
     self.state = jax.jit(self.task.init, out_shardings=state_sharding)(init_rng)
@@ -173,7 +175,8 @@ class JaxStep:
     seconds = time.perf_counter() - t0
     # Served from jit's cache: the executable that just ran, not a second compilation.
     compiled = self.fn.lower(self.state, batch, self.rng).compile()
-    return seconds, _xla_flops(compiled)
+    flops = _xla_flops(compiled)  # XLA counts one device's (SPMD-partitioned) program
+    return seconds, None if flops is None else flops * self.mesh.size
 
 
 def torch_step(model: str, config: ml_collections.ConfigDict, host_batch: dict[str, Any],
@@ -234,16 +237,17 @@ def matmul_peak(n: int, use_torch: bool, reps: int = 10) -> dict[str, float]:
 
 def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
                use_torch: bool, threads: int, peak: float,
-               interleave: bool = True) -> dict[str, Any]:
+               interleave: bool = True, devices: int = 1) -> dict[str, Any]:
   """``--mode step`` for one model: the JAX and (optionally) PyTorch measurements."""
   config = load_config(model, batch)
   b = int(config.train.batch_size)
-  step = JaxStep(model, config)
+  step = JaxStep(model, config, devices)
   host = synthetic_batch(model, config, step.task)
   analytic = flops_lib.step_flops(model, config)
   r: dict[str, Any] = {"model": model, "config": f"{BENCHES[model].experiment}"
                        + (f":{BENCHES[model].arg}" if BENCHES[model].arg else ""),
                        "batch": b, "input_shape": list(host["image"].shape),
+                       "devices": devices,
                        "flops_analytic": analytic}
   device_batch = sharding.to_global(host, step.mesh)
   r["compile_s"], r["flops_xla"] = step.first_call(device_batch)
@@ -414,9 +418,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--order", default="interleaved", choices=["interleaved", "sequential"],
                  help="step mode: JAX and PyTorch steps alternating, or all JAX steps first")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
+  p.add_argument("--devices", type=int, default=1,
+                 help="step mode: shard the batch over this many CPU devices (the process"
+                      " starts that many, as jax_num_cpu_devices)")
   args = p.parse_args(argv)
   if args.steps < 1 or args.warmup < 0:
     p.error("--steps must be >= 1 and --warmup >= 0.")
+  if args.devices < 1:
+    p.error("--devices must be >= 1.")
   return args
 
 
@@ -435,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # ~4 on 2 cores: ESPCN 470 ms/step instead of 55 ms). Sleeping waits avoid that.
     # Read once when torch loads; export OMP_WAIT_POLICY=ACTIVE to measure the default.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+  if args.devices > 1:  # before the first use of the backend
+    jax.config.update("jax_num_cpu_devices", args.devices)
   meta = machine_info(argv, threads, use_torch)
   results = []
   if args.mode == "step":
@@ -447,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for m in models:
       r = bench_step(m, steps=args.steps, warmup=args.warmup, batch=args.batch,
                      use_torch=use_torch, threads=threads, peak=peak,
-                     interleave=args.order == "interleaved")
+                     interleave=args.order == "interleaved", devices=args.devices)
       results.append(r)
       print(f"{m}: jax {r['jax_ms']:.1f} ms, torch {_f(r.get('torch_ms'), '.1f')} ms;"
             f" {r['flops'] / 1e9:.3f} GFLOP/step ({r['flops_source']}; analytic conv/dense"

@@ -49,3 +49,28 @@ def test_to_global_shards_over_data():
   assert len(out["image"].addressable_shards) == 8
   assert out["image"].addressable_shards[1].data.shape == (2, 2)
   np.testing.assert_array_equal(out["image"], batch["image"])
+
+
+def test_cpu_device_count():
+  count = sharding.cpu_device_count
+  mesh = {"data": -1}
+  # 'auto': the largest count <= cores that divides this process's batch.
+  assert count("auto", 32, mesh, cores=2, xla_flags="") == 2
+  assert count("auto", 48, mesh, cores=8, xla_flags="") == 8
+  assert count("auto", 12, mesh, cores=8, xla_flags="") == 6
+  assert count("auto", 7, mesh, cores=4, xla_flags="") is None  # 1 device
+  assert count("auto", 1, mesh, cores=16, xla_flags="") is None  # CycleGAN's batch 1
+  assert count("auto", 16, mesh, cores=4, num_processes=2, xla_flags="") == 4
+  assert count("auto", 12, mesh, cores=8, num_processes=2, xla_flags="") == 6
+  assert count("auto", 64, {"data": 1}, cores=8, xla_flags="") is None  # fixed mesh
+  # Explicit counts; 1 leaves JAX's default.
+  assert count("3", 64, mesh, cores=2, xla_flags="") == 3
+  assert count("1", 64, mesh, cores=2, xla_flags="") is None
+  # The user's XLA flag wins over 'auto'; with an explicit count it is an error.
+  flag = "--xla_force_host_platform_device_count=8"
+  assert count("auto", 64, mesh, cores=2, xla_flags=flag) is None
+  with pytest.raises(ValueError, match="both set"):
+    count("2", 64, mesh, cores=2, xla_flags=flag)
+  for bad in ("0", "-2", "two", "1.5"):
+    with pytest.raises(ValueError, match="--cpu_devices"):
+      count(bad, 64, mesh, cores=2, xla_flags="")

@@ -125,6 +125,38 @@ def test_sigterm_checkpoints_and_resume_is_bit_exact(tfds_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_cpu_devices_flag_trains_data_parallel(tfds_dir, tmp_path):
+  """``--cpu_devices 2`` (no XLA flag): a 2-device mesh whose run equals this process's."""
+  del tfds_dir
+  workdir = str(tmp_path / "two")
+  env = _env()
+  env.pop("XLA_FLAGS", None)
+  r = subprocess.run(MAIN + ["--workdir", workdir, "--cpu_devices", "2",
+                             "--config.train.num_steps=2"] + SMALL, cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=300, check=False)
+  assert r.returncode == 0, r.stdout + r.stderr
+  ref_dir = str(tmp_path / "ref")  # 8 devices here (tests/conftest.py)
+  train.run(small_dcgan_config(num_steps=2), ref_dir)
+  abstract = train.build(small_dcgan_config(num_steps=2))[4]
+  out = []
+  for d in (workdir, ref_dir):
+    ckpt = checkpoint.Checkpointer(os.path.join(d, "checkpoints"), async_save=False)
+    step, state, _, meta = ckpt.restore_latest(abstract)
+    ckpt.close()
+    out.append((step, jax.device_get(state), meta))
+  assert out[0][2]["mesh"] == {"data": 2} and out[1][2]["mesh"] == {"data": 8}
+  assert out[0][0] == out[1][0] == 2
+  # Equal up to float summation order. Adam's first steps are ~lr * sign(g), so a
+  # gradient within rounding of 0 may move one weight differently: at most ~lr (2e-4).
+  diffs = np.concatenate([np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).ravel()
+                          for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1]))])
+  assert diffs.max() < 2e-4 and np.mean(diffs > 1e-5) < 1e-4, (diffs.max(), np.mean(diffs > 1e-5))
+  # Another count where the XLA flag already sets one is an error, before any work.
+  r = _run(MAIN + ["--workdir", str(tmp_path / "w"), "--cpu_devices", "2"], timeout=60)
+  assert r.returncode != 0 and "xla_force_host_platform_device_count" in r.stderr
+  assert not os.path.exists(tmp_path / "w")
+
+
 @pytest.mark.parametrize("override,expected", [
     ("--config.train.batch_sise=64", 'Did you mean "batch_size"'),
     ("--config.trian.batch_size=64", 'Did you mean "train"'),
