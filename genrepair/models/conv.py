@@ -288,6 +288,12 @@ def _xla_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array, *,
   """
   n = lhs.ndim - 2
   kernel = rhs.shape[:n]
+  if (canonical and all(k == 1 for k in kernel) and all(p == (0, 0) for p in cfg.pads)
+      and all(v == 1 for v in cfg.strides + cfg.lhs_dilation + cfg.rhs_dilation)):
+    # A 1x1 convolution is a matmul over the channel axis; XLA:CPU's dot is faster than
+    # its convolution kernel (SRCNN's 64 -> 32 on 32 x 33x33 after a ReLU: 3.8 -> 1.5 ms).
+    return lax.dot_general(lhs, rhs.reshape(rhs.shape[-2:]), (((n + 1,), (0,)), ((), ())),
+                           precision=cfg.precision)
   if (canonical and lhs.shape[-1] >= VALID_AS_PADDED_MIN_CHANNELS
       and any(k > 1 for k in kernel) and all(p == (0, 0) for p in cfg.pads)
       and all(v == 1 for v in cfg.strides + cfg.lhs_dilation + cfg.rhs_dilation)):
