@@ -58,20 +58,32 @@ def test_input_gradient_norms_match_finite_differences():
   assert np.all(got > 0)
 
 
-def test_wgan_gp_step_terms_from_independent_computation(tfds_dir):
-  del tfds_dir
+def _wgan_gp_first_step(**train_overrides):
+  """One WGAN-GP step (batch 16, 1 device) and what an independent check needs.
+
+  Returns ``(metrics, task, s0, k_zd, real, fake)``: the step's keys give the latents
+  (``k_zd``) and interpolation weights (``fold_in(k_zd, 1)``); ``fake`` = G(z) in train mode.
+  """
   c = _small("wgan_gp_mnist", n_critic=1)
   c.train.batch_size = 16
+  with c.unlocked():
+    for k, v in train_overrides.items():
+      c.train[k] = v
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
   batch = _first_batch(c)
   s0 = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
   _, m = jax.jit(task.train_step)(s0, sharding.to_global(batch, mesh), train_rng)
-  # The step's keys: latents from k_zd, interpolation weights from fold_in(k_zd, 1).
   k_zd, _ = jax.random.split(jax.random.fold_in(train_rng, 0))
   fake, _ = task.generator.apply({"params": s0.g_params, "batch_stats": s0.g_batch_stats},
                                  task.latents(k_zd, 16), train=True, mutable=["batch_stats"])
   real = batch["image"].astype(np.float32) / 127.5 - 1
+  return m, task, s0, k_zd, real, fake
+
+
+def test_wgan_gp_step_terms_from_independent_computation(tfds_dir):
+  del tfds_dir
+  m, task, s0, k_zd, real, fake = _wgan_gp_first_step()
   eps = jax.random.uniform(jax.random.fold_in(k_zd, 1), (16, 1, 1, 1))
   x_hat = eps * real + (1 - eps) * fake
   d_vars = {"params": s0.d_params, "batch_stats": s0.d_batch_stats}
@@ -88,20 +100,8 @@ def test_diffaugment_step_terms_from_independent_computation(tfds_dir):
   """config.train.diffaugment: D sees augment(real), augment(fake); the penalty is the
   gradient of D(augment(x_hat)) w.r.t. the un-augmented x_hat (Zhao et al. 2020)."""
   del tfds_dir
-  c = _small("wgan_gp_mnist", n_critic=1)
-  c.train.batch_size = 16
-  with c.unlocked():
-    c.train.diffaugment = "translation,cutout"
-    c.train.diffaugment_fill = -1.0
-  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
-  task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
-  batch = _first_batch(c)
-  s0 = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
-  _, m = jax.jit(task.train_step)(s0, sharding.to_global(batch, mesh), train_rng)
-  k_zd, _ = jax.random.split(jax.random.fold_in(train_rng, 0))
-  fake, _ = task.generator.apply({"params": s0.g_params, "batch_stats": s0.g_batch_stats},
-                                 task.latents(k_zd, 16), train=True, mutable=["batch_stats"])
-  real = batch["image"].astype(np.float32) / 127.5 - 1
+  m, task, s0, k_zd, real, fake = _wgan_gp_first_step(diffaugment="translation,cutout",
+                                                      diffaugment_fill=-1.0)
   aug = lambda v, i: diffaugment.augment(v, jax.random.fold_in(k_zd, i), "translation,cutout",
                                          fill=-1.0)
   d_vars = {"params": s0.d_params, "batch_stats": s0.d_batch_stats}
