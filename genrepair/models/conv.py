@@ -73,6 +73,13 @@ How: :func:`conv_general_dilated` has the signature and the forward pass of
 
 With ``'split'`` the backward is XLA's input gradient and :func:`split_weight_grad`.
 
+1x1 convolutions (stride 1, unpadded) are a matmul over the channel axis in the forward
+(XLA:CPU's dot is faster than its convolution kernel there: SRCNN's 64 -> 32 layer on 32
+maps of 33x33 after a ReLU, 3.8 -> 1.5 ms), and their weight gradient's product puts the
+narrower operand on the left, the one XLA transposes (8.0 -> 3.8 ms for that layer; for
+transposed convolutions the same swap was slower, DCGAN's step 87 -> 93 ms, so they keep
+the input on the left). SRCNN's train step (batch 64, 2 devices): 89 -> ~75 ms.
+
 :class:`Conv` and :class:`ConvTranspose` are drop-in subclasses of ``flax.linen.Conv`` and
 ``flax.linen.ConvTranspose``: same fields, parameter names (``kernel``, ``bias``), shapes
 (``kernel [KH, KW, Cin, Cout]``, ``bias [Cout]``), initialisers, RNG use and class names
