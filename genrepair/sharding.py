@@ -106,7 +106,7 @@ def cpu_device_count(spec: str, batch_size: int, mesh_config: Mapping[str, int],
   XLA:CPU runs one device's convolutions with little parallelism (several kernels, e.g.
   weight gradients, are single-threaded), so on a CPU host the same data-parallel step
   over one device per core is faster for convolutional restoration models (2-core Xeon,
-  ``python -m benchmarks.step --devices 2``: DnCNN-S 1.4x, ESPCN 1.3x, SRCNN ~1.2x; the
+  ``python -m benchmarks.step --devices 2``: DnCNN-S 1.4x, SRCNN 1.5x, ESPCN 1.6x; the
   MNIST GANs and the VAE gain nothing). Numbers are those of one device up to float
   summation order (batch statistics and means are global under jit; random draws do not
   depend on the sharding). The count only concerns the CPU backend: on GPU/TPU hosts
