@@ -51,8 +51,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: pro
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "1", "train on a CPU host: CPU devices per process, data-parallel ('auto'"
-    " = one per core that divides the batch; DnCNN-S trains 1.4x faster on 2 cores than with"
-    " 1). Ignored on GPU/TPU hosts; XLA_FLAGS' --xla_force_host_platform_device_count wins.")
+    " = one per core that divides the batch; on 2 cores DnCNN-S's step is 1.4x faster than"
+    " with 1, its training 1.2x). Ignored on GPU/TPU hosts; XLA_FLAGS' --xla_force_host_platform_device_count wins.")
 _DATASET = flags.DEFINE_string("dataset", None, "eval: dataset (default: the config's"
                                " eval.dataset), e.g. bsd68, set12, set5, set14, or a folder.")
 _SIGMA = flags.DEFINE_float("sigma", None, "eval: Gaussian noise std on the 0-255 scale"
