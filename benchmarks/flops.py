@@ -161,6 +161,36 @@ def dcgan_layers(config: ml_collections.ConfigDict) -> tuple[list[Conv], list[Co
   return g, d
 
 
+def vae_layers(config: ml_collections.ConfigDict) -> list[Conv]:
+  """VAE with a dense decoder (``models/vae.py`` variants ``mnist``, ``mnist-small``):
+  encoder 4x4 stride-2 'SAME' convolutions, dense to ``2 z``; decoder dense layers to every
+  pixel's logit. Every layer but the first convolution needs its input gradient (the
+  reparameterised z carries the decoder's gradient back into the encoder).
+
+  Raises:
+    ValueError: a convolutional decoder or a non-Bernoulli head (not modelled here).
+  """
+  from genrepair.models import vae  # pylint: disable=import-outside-toplevel
+  mc = config.model
+  spec = {**vae._DEFAULTS, **vae.VARIANTS[mc.variant]}  # pylint: disable=protected-access
+  if spec["dec_features"] or spec["enc_hidden"] or mc.get("likelihood") != "bernoulli":
+    raise ValueError(f"The vae benchmark models the dense-decoder Bernoulli VAE (variants"
+                     f" mnist, mnist-small); config has variant {mc.variant!r}, likelihood"
+                     f" {mc.get('likelihood')!r}.")
+  size, c, z = int(spec["image_size"]), int(mc.channels), int(spec["latent_dim"])
+  layers, width, hw = [], c, size
+  for i, f in enumerate(spec["enc_features"]):
+    layers.append(_conv_same(f"down{i}", hw, width, f, 4, 2, input_grad=i > 0))
+    width, hw = f, math.ceil(hw / 2)
+  layers.append(dense("to_latent", hw * hw * width, 2 * z))
+  fin = z
+  for i, f in enumerate(spec["dec_hidden"]):
+    layers.append(dense(f"hidden{i}", fin, f))
+    fin = f
+  layers.append(dense("to_image", fin, size * size * c))
+  return layers
+
+
 # ------------------------------------------------------------------------ step counts
 
 
@@ -173,7 +203,8 @@ def _input_grad(layers: Sequence[Conv], batch: int, *, all_layers: bool = False)
 
 
 def restoration_step_flops(layers: Sequence[Conv], batch: int) -> int:
-  """Forward + weight gradient + input gradient (not for the first layer)."""
+  """Forward + weight gradient + input gradient (where ``input_grad``): any one-network
+  step (the restoration models, the VAE's encoder + decoder)."""
   return 2 * _fwd(layers, batch) + _input_grad(layers, batch)
 
 
@@ -196,5 +227,6 @@ def step_flops(model: str, config: ml_collections.ConfigDict) -> int:
   batch = int(config.train.batch_size)
   if model == "dcgan":
     return gan_step_flops(*dcgan_layers(config), batch)
-  layers = {"dncnn": dncnn_layers, "srcnn": srcnn_layers, "espcn": espcn_layers}[model]
+  layers = {"dncnn": dncnn_layers, "srcnn": srcnn_layers, "espcn": espcn_layers,
+            "vae": vae_layers}[model]
   return restoration_step_flops(layers(config), batch)

@@ -24,7 +24,8 @@ step on a device-resident synthetic batch; the data come from ``$GENREPAIR_DATA`
 holds the experiment's dataset (the config decides, as in training).
 
 Configs: ``experiments/dcgan_mnist.py`` and the ``runlocal`` (CPU) variants of
-``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``; ``--batch`` overrides the batch.
+``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``; ``--batch``
+overrides the batch.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Bench:
     experiment: file name in ``experiments/`` (without ``.py``).
     arg: the config argument (``'runlocal'``: the CPU setting), or None.
     data_channels: channels of the training data (T91 patches are RGB; the step reduces
-      them to Y for the 1-channel models); None: the model's image shape (GAN).
+      them to Y for the 1-channel models); None: the model's image shape (GAN, VAE).
   """
   experiment: str
   arg: str | None
@@ -75,6 +76,7 @@ BENCHES = {
     "dncnn": Bench("dncnn_sigma25", "runlocal", 1),
     "srcnn": Bench("srcnn_x3", "runlocal", 3),
     "espcn": Bench("espcn_x3", "runlocal", 3),
+    "vae": Bench("vae_mnist", "runlocal", None),
 }
 
 
@@ -144,6 +146,8 @@ def _param_counts(model: str, state: Any) -> dict[str, int]:
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
   if model == "dcgan":
     return {"generator": size(state.g_params), "discriminator": size(state.d_params)}
+  if model == "vae":
+    return {"encoder": size(state.params["encoder"]), "decoder": size(state.params["decoder"])}
   return {"model": size(state.params)}
 
 

@@ -12,6 +12,8 @@ Layout is PyTorch's NCHW. Needs ``torch`` (``pip install -e .[bench]``); nothing
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -209,6 +211,74 @@ class RestorationStep:
               "grad_norm": _grad_norm(self.model)}
 
 
+# ------------------------------------------------------------------------------- VAE
+
+
+class VAE(nn.Module):
+  """genrepair.models.vae with a dense decoder (variants ``mnist``, ``mnist-small``).
+
+  Encoder: 4x4 stride-2 convolutions with padding 1 (= 'SAME' on 28 -> 14 -> 7), ReLU,
+  flatten, dense to ``(mu, log_var)``. Decoder: dense + ReLU layers, dense to one logit per
+  pixel. Input ``[B, C, H, W]`` in {0, 1}; ``forward(x, eps)`` -> (logits ``[B, C*H*W]``,
+  mu, log_var ``[B, z]``).
+  """
+
+  def __init__(self, *, image_size: int = 28, channels: int = 1,
+               enc_features: tuple[int, ...] = (32, 64),
+               dec_hidden: tuple[int, ...] = (512,), latent_dim: int = 32):
+    super().__init__()
+    layers, width, hw = [], channels, image_size
+    for f in enc_features:
+      layers += [nn.Conv2d(width, f, 4, 2, 1), nn.ReLU()]
+      width, hw = f, (hw + 1) // 2
+    self.encoder = nn.Sequential(*layers, nn.Flatten(),
+                                 nn.Linear(hw * hw * width, 2 * latent_dim))
+    layers, fin = [], latent_dim
+    for f in dec_hidden:
+      layers += [nn.Linear(fin, f), nn.ReLU()]
+      fin = f
+    self.decoder = nn.Sequential(*layers, nn.Linear(fin, image_size * image_size * channels))
+
+  def forward(self, x: torch.Tensor, eps: torch.Tensor):
+    mu, log_var = self.encoder(x).chunk(2, dim=1)
+    z = mu + torch.exp(0.5 * log_var) * eps  # reparameterisation (Kingma & Welling Sec. 2.4)
+    return self.decoder(z), mu, log_var
+
+
+class VAEStep:
+  """genrepair.tasks.vae.VAETask.train_step (Bernoulli likelihood) in eager PyTorch.
+
+  Dynamic binarisation ``x = 1[u < p / 255]``, one reparameterised sample, loss = batch
+  mean of ``-log p(x|z) + beta KL`` (nats per image; the KL in closed form), Adam.
+  """
+
+  def __init__(self, model: VAE, *, beta: float, lr: float, b1: float, b2: float,
+               eps: float):
+    self.model, self.beta = model.train(), beta
+    self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(b1, b2), eps=eps)
+
+  def num_params(self) -> dict[str, int]:
+    return {"encoder": num_params(self.model.encoder),
+            "decoder": num_params(self.model.decoder)}
+
+  def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One step on uint8 ``[B, C, H, W]`` digits; returns the metrics."""
+    with torch.no_grad():
+      x = (torch.rand(images.shape) < images.float() / 255.0).float()
+    self.opt.zero_grad(set_to_none=True)
+    logits, mu, log_var = self.model(x, torch.randn(x.shape[0], self.model.decoder[0].in_features))
+    recon = F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="none").sum(1)
+    kl = 0.5 * (mu.square() + log_var.exp() - 1.0 - log_var).sum(1)
+    loss = (recon + self.beta * kl).mean()
+    loss.backward()
+    self.opt.step()
+    with torch.no_grad():
+      elbo = -(recon.mean() + kl.mean())
+      return {"loss": loss.detach(), "elbo": elbo, "recon": recon.mean(), "kl": kl.mean(),
+              "bits_per_dim": -elbo / (x[0].numel() * math.log(2.0)),
+              "grad_norm": _grad_norm(self.model)}
+
+
 def _grad_norm(module: nn.Module) -> torch.Tensor:
   grads = [p.grad for p in module.parameters() if p.grad is not None]
   return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -217,9 +287,22 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 # ----------------------------------------------------------------------- from config
 
 
-def make_step(model: str, config) -> GANStep | RestorationStep:
+def make_step(model: str, config) -> GANStep | RestorationStep | VAEStep:
   """The PyTorch train step of benchmark ``model`` for a genrepair experiment ``config``."""
   mc = config.model
+  if model == "vae":
+    from genrepair.models import vae  # pylint: disable=import-outside-toplevel
+    flops.vae_layers(config)  # raises for the variants this reference does not cover
+    spec = {**vae._DEFAULTS, **vae.VARIANTS[mc.variant]}  # pylint: disable=protected-access
+    if set(config.losses) != {"bernoulli_nll", "kl_normal"} or mc.get("activation") != "relu":
+      raise ValueError(f"The vae benchmark models losses bernoulli_nll + kl_normal with ReLU;"
+                       f" config has {dict(config.losses)}, {mc.get('activation')!r}.")
+    o = config.optim
+    net = VAE(image_size=int(spec["image_size"]), channels=int(mc.channels),
+              enc_features=tuple(spec["enc_features"]),
+              dec_hidden=tuple(spec["dec_hidden"]), latent_dim=int(spec["latent_dim"]))
+    return VAEStep(net, beta=float(config.losses.kl_normal), lr=o.lr, b1=o.b1, b2=o.b2,
+                   eps=o.eps)
   if model == "dcgan":
     flops.check_dcgan_config(config)
     base = {"mnist": 64, "mnist-small": 32}[mc.variant]

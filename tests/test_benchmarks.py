@@ -36,3 +36,52 @@ def test_espcn_flop_count_matches_analytic_conv_count():
   assert r["flops"] == pytest.approx(hand, rel=0.10)
   assert r["jax_ms"] > 0 and r["jax_gflops"] > 0 and len(r["jax_times_ms"]) == 2
   assert "torch_ms" not in r  # --no-torch
+
+
+def _vae_mnist_hand_count(batch: int) -> int:
+  """VAE 'mnist' train-step FLOPs (28x28 binarised digits, z = 32), counted by hand.
+
+  Taps on real pixels along one axis of a 4x4 stride-2 'SAME' (pad 1, 1) conv: on 28
+  pixels (14 outputs) 3 + 12*4 + 3 = 54; on 14 (7 outputs) 3 + 5*4 + 3 = 26. Multiply-adds:
+  down0 1 -> 32, down1 32 -> 64, to_latent 7*7*64 -> 64, hidden0 32 -> 512, to_image
+  512 -> 784. Forward + weight gradient everywhere, input gradient everywhere but down0
+  (the reparameterised z carries the decoder's gradient into the encoder).
+  """
+  down0 = batch * 54 * 54 * 1 * 32
+  rest = batch * (26 * 26 * 32 * 64 + 3136 * 64 + 32 * 512 + 512 * 784)
+  return 2 * (2 * down0 + 3 * rest)
+
+
+def test_vae_flop_count_and_params():
+  out = step.main(["--model", "vae", "--steps", "2", "--warmup", "0", "--no-torch",
+                   "--peak-size", "256"])
+  (r,) = out["results"]
+  assert r["batch"] == 128 and r["input_shape"] == [128, 28, 28, 1]
+  assert r["params"] == {"encoder": 234144, "decoder": 419088}  # models/vae.py's table
+  hand = _vae_mnist_hand_count(128)
+  assert r["flops_analytic"] == hand == flops.step_flops("vae", step.load_config("vae"))
+  # XLA's count also has the binarisation, the losses and Adam (~4% here).
+  assert r["flops"] == pytest.approx(hand, rel=0.10)
+
+
+def test_vae_flops_reject_a_convolutional_decoder():
+  config = step.load_config("vae")
+  config.model.variant = "mnist-conv"
+  with pytest.raises(ValueError, match="dense-decoder"):
+    flops.step_flops("vae", config)
+
+
+def test_torch_references_have_genrepair_parameter_counts():
+  """Every PyTorch reference model has exactly the parameters of genrepair's (the check
+  benchmarks.step makes at start-up). Needs torch (the bench or fid-ref extra)."""
+  pytest.importorskip("torch")
+  import jax  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_models  # pylint: disable=import-outside-toplevel
+  from genrepair import sharding, train  # pylint: disable=import-outside-toplevel
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  for model in step.BENCHES:
+    config = step.load_config(model)
+    task, _, init_rng, *_ = train.build(config, mesh)
+    state = jax.eval_shape(task.init, init_rng)
+    expected = step._param_counts(model, state)  # pylint: disable=protected-access
+    assert torch_models.make_step(model, config).num_params() == expected, model
