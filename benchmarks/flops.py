@@ -146,6 +146,24 @@ def check_dcgan_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"The dcgan benchmark models plain DCGAN only; config has {bad}.")
 
 
+def check_wgan_gp_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError unless ``config`` is the WGAN-GP setting the benchmark's PyTorch
+  reference implements: the DCGAN players with a layer-normalised critic, the Wasserstein
+  losses with a gradient penalty, no R1, no EMA, equal Adam settings for both players."""
+  options = {"model.d_norm": (config.model.get("d_norm"), "layer"),
+             "model.spectral_norm": (bool(config.model.get("spectral_norm", False)), False),
+             "model.ema_decay": (float(config.model.get("ema_decay", 0.0)), 0.0),
+             "losses.d": (sorted(k for k, v in config.losses.d.items() if v),
+                          ["d_wasserstein", "gradient_penalty"]),
+             "losses.g": (sorted(k for k, v in config.losses.g.items() if v),
+                          ["g_wasserstein"]),
+             "optim.g == optim.d": (config.optim.g.to_dict() == config.optim.d.to_dict(), True)}
+  bad = {k: v for k, (v, ok) in options.items() if v != ok}
+  if bad:
+    raise ValueError(f"The wgan_gp benchmark models WGAN-GP with the DCGAN players only;"
+                     f" config has {bad}.")
+
+
 def dcgan_layers(config: ml_collections.ConfigDict) -> tuple[list[Conv], list[Conv]]:
   """DCGAN 28x28 (``mnist`` / ``mnist-small``): ``(generator layers, discriminator layers)``."""
   check_dcgan_config(config)
@@ -222,9 +240,13 @@ def gan_step_flops(g: Sequence[Conv], d: Sequence[Conv], batch: int) -> int:
   return d_update + g_update
 
 
-def step_flops(model: str, config: ml_collections.ConfigDict) -> int:
-  """Analytic FLOPs of one train step of a benchmark ``model`` under ``config``."""
+def step_flops(model: str, config: ml_collections.ConfigDict) -> int | None:
+  """Analytic FLOPs of one train step of a benchmark ``model`` under ``config``; None for
+  ``wgan_gp`` (its gradient penalty differentiates the critic twice: XLA's count only)."""
   batch = int(config.train.batch_size)
+  if model == "wgan_gp":
+    check_wgan_gp_config(config)
+    return None
   if model == "dcgan":
     return gan_step_flops(*dcgan_layers(config), batch)
   layers = {"dncnn": dncnn_layers, "srcnn": srcnn_layers, "espcn": espcn_layers,

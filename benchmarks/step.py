@@ -24,7 +24,8 @@ step on a device-resident synthetic batch; the data come from ``$GENREPAIR_DATA`
 holds the experiment's dataset (the config decides, as in training).
 
 Configs: ``experiments/dcgan_mnist.py`` and the ``runlocal`` (CPU) variants of
-``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``; ``--batch``
+``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``,
+``wgan_gp_mnist.py`` (5 critic updates of 64 + one G update per step); ``--batch``
 overrides the batch.
 """
 
@@ -77,6 +78,7 @@ BENCHES = {
     "srcnn": Bench("srcnn_x3", "runlocal", 3),
     "espcn": Bench("espcn_x3", "runlocal", 3),
     "vae": Bench("vae_mnist", "runlocal", None),
+    "wgan_gp": Bench("wgan_gp_mnist", "runlocal", None),
 }
 
 
@@ -144,7 +146,7 @@ def _xla_flops(compiled: Any) -> float | None:
 
 def _param_counts(model: str, state: Any) -> dict[str, int]:
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  if model == "dcgan":
+  if model in ("dcgan", "wgan_gp"):
     return {"generator": size(state.g_params), "discriminator": size(state.d_params)}
   if model == "vae":
     return {"encoder": size(state.params["encoder"]), "decoder": size(state.params["decoder"])}
@@ -270,6 +272,9 @@ def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
     r["torch_ms"], r["torch_times_ms"] = _median_ms(times[1]), [1e3 * t for t in times[1]]
   r["flops"] = r["flops_xla"] or analytic
   r["flops_source"] = "xla_cost_analysis" if r["flops_xla"] else "analytic"
+  if r["flops"] is None:  # wgan_gp has no analytic count
+    raise RuntimeError(f"{model}: XLA's cost_analysis() gave no FLOP count and the model has"
+                       " no analytic one (benchmarks/flops.py).")
   r["jax_steps_per_s"] = 1e3 / r["jax_ms"]
   r["jax_images_per_s"] = b * r["jax_steps_per_s"]
   r["jax_gflops"] = r["flops"] / r["jax_ms"] / 1e6
@@ -466,7 +471,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       results.append(r)
       print(f"{m}: jax {r['jax_ms']:.1f} ms, torch {_f(r.get('torch_ms'), '.1f')} ms;"
             f" {r['flops'] / 1e9:.3f} GFLOP/step ({r['flops_source']}; analytic conv/dense"
-            f" {r['flops_analytic'] / 1e9:.3f}); params {r['params']}", flush=True)
+            f" {_f(r['flops_analytic'] and r['flops_analytic'] / 1e9, '.3f')});"
+            f" params {r['params']}", flush=True)
     table = step_table(results, peak)
   else:
     for m in models:

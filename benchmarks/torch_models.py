@@ -61,6 +61,34 @@ class DCGANDiscriminator(nn.Sequential):
         nn.init.normal_(p, std=0.02)
 
 
+class ChannelLayerNorm(nn.Module):
+  """flax ``LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1)`` in NCHW: statistics over
+  C, H, W of each example, then a per-channel scale and shift (``[C]`` each)."""
+
+  def __init__(self, channels: int, eps: float = 1e-5):
+    super().__init__()
+    self.eps = eps
+    self.weight = nn.Parameter(torch.ones(channels))
+    self.bias = nn.Parameter(torch.zeros(channels))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    x = F.layer_norm(x, x.shape[1:], eps=self.eps)
+    return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+def wgan_critic(channels: int = 1, base: int = 64) -> nn.Sequential:
+  """genrepair.models.dcgan.Discriminator with ``d_norm='layer'`` (the WGAN-GP critic)."""
+  d = nn.Sequential(
+      nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),
+      nn.Conv2d(base, 2 * base, 4, 2, 1, bias=False),
+      ChannelLayerNorm(2 * base), nn.LeakyReLU(0.2),
+      nn.Flatten(), nn.Linear(7 * 7 * 2 * base, 1), nn.Flatten(0))
+  for p in d.parameters():
+    if p.dim() > 1:
+      nn.init.normal_(p, std=0.02)
+  return d
+
+
 class GANStep:
   """genrepair.tasks.gan.GANTask.train_step in eager PyTorch: one D then one G update.
 
@@ -102,6 +130,55 @@ class GANStep:
       return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
               "D(x)": torch.sigmoid(real_logits).mean(),
               "D(G(z))": torch.sigmoid(fake_logits).mean(),
+              "d_grad_norm": _grad_norm(self.d), "g_grad_norm": _grad_norm(self.g)}
+
+
+class WGANGPStep(GANStep):
+  """genrepair.tasks.gan.GANTask.train_step with the WGAN-GP objective (Gulrajani et al.
+  2017, Algorithm 1): ``n_critic`` critic updates, update ``j`` on real rows ``j, j + n,
+  ...`` of the step's batch and as many G(z) (G in train mode, no gradient), loss
+  ``E D(G(z)) - E D(x) + lambda E (||grad D(x_hat)|| - 1)^2`` (``x_hat`` a per-example
+  uniform interpolate; the norm as ``sqrt(sum g^2 + 1e-12)``, double back-propagation
+  through ``create_graph=True``); then one G update ``-E D(G(z))`` on fresh latents.
+  """
+
+  def __init__(self, *, z_dim: int, channels: int, base: int, n_critic: int, gp: float,
+               lr: float, b1: float, b2: float, eps: float):
+    super().__init__(z_dim=z_dim, channels=channels, base=base, lr=lr, b1=b1, b2=b2, eps=eps)
+    self.d = wgan_critic(channels, base).train()
+    self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(b1, b2), eps=eps)
+    self.n_critic, self.gp = n_critic, gp
+
+  def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One step on uint8 ``[n_critic * B, C, H, W]`` real images; returns the metrics."""
+    reals = images.float() / 127.5 - 1.0
+    n = self.n_critic
+    b = reals.shape[0] // n
+    for j in range(n):
+      real = reals[j::n]
+      with torch.no_grad():
+        fake = self.g(torch.randn(b, self.z_dim))
+      self.opt_d.zero_grad(set_to_none=True)
+      real_scores, fake_scores = self.d(real), self.d(fake)
+      eps = torch.rand(b, 1, 1, 1)
+      x_hat = (eps * real + (1.0 - eps) * fake).requires_grad_(True)
+      (grad,) = torch.autograd.grad(self.d(x_hat).sum(), x_hat, create_graph=True)
+      norm = torch.sqrt(grad.square().sum(dim=(1, 2, 3)) + 1e-12)
+      gp = (norm - 1.0).square().mean()
+      d_loss = fake_scores.mean() - real_scores.mean() + self.gp * gp
+      d_loss.backward()
+      self.opt_d.step()
+
+    self.opt_g.zero_grad(set_to_none=True)
+    self.d.requires_grad_(False)
+    g_loss = -self.d(self.g(torch.randn(b, self.z_dim))).mean()
+    g_loss.backward()
+    self.opt_g.step()
+    self.d.requires_grad_(True)
+    with torch.no_grad():
+      return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
+              "gradient_penalty": gp.detach(), "d_real_score": real_scores.mean(),
+              "d_fake_score": fake_scores.mean(),
               "d_grad_norm": _grad_norm(self.d), "g_grad_norm": _grad_norm(self.g)}
 
 
@@ -290,6 +367,14 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 def make_step(model: str, config) -> GANStep | RestorationStep | VAEStep:
   """The PyTorch train step of benchmark ``model`` for a genrepair experiment ``config``."""
   mc = config.model
+  if model == "wgan_gp":
+    flops.check_wgan_gp_config(config)
+    o = config.optim.d
+    return WGANGPStep(z_dim=int(mc.z_dim), channels=int(mc.channels),
+                      base={"mnist": 64, "mnist-small": 32}[mc.variant],
+                      n_critic=int(config.train.n_critic),
+                      gp=float(config.losses.d.gradient_penalty), lr=o.lr, b1=o.b1, b2=o.b2,
+                      eps=o.eps)
   if model == "vae":
     from genrepair.models import vae  # pylint: disable=import-outside-toplevel
     flops.vae_layers(config)  # raises for the variants this reference does not cover

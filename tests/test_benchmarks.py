@@ -85,3 +85,26 @@ def test_torch_references_have_genrepair_parameter_counts():
     state = jax.eval_shape(task.init, init_rng)
     expected = step._param_counts(model, state)  # pylint: disable=protected-access
     assert torch_models.make_step(model, config).num_params() == expected, model
+
+
+def test_wgan_gp_bench_runs_with_xla_flop_count_only():
+  out = step.main(["--model", "wgan_gp", "--steps", "1", "--warmup", "0", "--no-torch",
+                   "--peak-size", "256"])
+  (r,) = out["results"]
+  assert r["batch"] == 320 and r["input_shape"] == [320, 28, 28, 1]  # 5 critic minibatches
+  assert r["params"] == {"generator": 759681, "discriminator": 138689}
+  assert r["flops_analytic"] is None and r["flops_source"] == "xla_cost_analysis"
+  # At least the first-order work: per critic update G forward, D forward on the real,
+  # fake and interpolated batches; plus the G update's G and D forward passes.
+  g, d = flops.dcgan_layers(step.load_config("dcgan"))
+  fwd = lambda layers: sum(2 * l.macs(64) for l in layers)
+  assert r["flops"] > 5 * (fwd(g) + 3 * fwd(d)) + fwd(g) + fwd(d)
+
+
+def test_wgan_gp_bench_rejects_other_gan_configs():
+  with pytest.raises(ValueError, match="d_norm"):
+    flops.check_wgan_gp_config(step.load_config("dcgan"))
+  config = step.load_config("wgan_gp")
+  config.losses.d.r1_penalty = 1.0
+  with pytest.raises(ValueError, match="losses.d"):
+    flops.step_flops("wgan_gp", config)
