@@ -209,6 +209,82 @@ def vae_layers(config: ml_collections.ConfigDict) -> list[Conv]:
   return layers
 
 
+def cyclegan_variant(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """The CycleGAN networks' sizes (``channels``, ``image_size``, ``g_features``,
+  ``num_down``, ``num_blocks``, ``d_features``, ``d_layers``) of ``config``.
+
+  Raises:
+    ValueError: options the benchmark's PyTorch step does not implement (training jitter,
+      other losses, different optimizers for generators and discriminators).
+  """
+  from genrepair.models import cyclegan  # pylint: disable=import-outside-toplevel
+  mc = config.model
+  kw = {k: v for k, v in mc.items() if k not in ("name", "variant")}
+  nets = cyclegan.Model(variant=mc.get("variant") or None, **kw)
+  lo = config.losses
+  options = {"train.load_size": (int(config.train.get("load_size", 0)), 0),
+             "train.flip": (bool(config.train.get("flip", False)), False),
+             "losses": ({k: sorted(lo[k]) for k in lo},
+                        {"g": ["g_least_squares"], "d": ["d_least_squares"],
+                         "cycle": ["l1"], "identity": ["l1"]}),
+             "optim.g == optim.d": (config.optim.g.to_dict() == config.optim.d.to_dict(), True)}
+  bad = {k: v for k, (v, ok) in options.items() if v != ok}
+  if bad:
+    raise ValueError(f"The cyclegan benchmark models the digits CycleGAN setting only;"
+                     f" config has {bad}.")
+  g, d = nets.generator, nets.discriminator
+  return dict(channels=nets.channels, image_size=nets.image_size, g_features=g.features,
+              num_down=g.num_down, num_blocks=g.num_blocks, d_features=d.features,
+              d_layers=d.num_layers)
+
+
+def cyclegan_layers(config: ml_collections.ConfigDict) -> tuple[list[Conv], list[Conv]]:
+  """CycleGAN's ResNet generator and PatchGAN discriminator: ``(G layers, D layers)`` (one
+  of each; the step uses two of each). Reflection-padded convolutions are 'VALID' ones on
+  the padded map; the generator's first layer needs no input gradient (on real images)."""
+  v = cyclegan_variant(config)
+  c, size, k = v["channels"], v["image_size"], v["g_features"]
+  g = [Conv("c7s1_in", (size + 6, size + 6), c, k, 7, input_grad=False)]
+  hw, w = size, k
+  for i in range(v["num_down"]):
+    g.append(Conv(f"down{i}", (hw, hw), w, 2 * w, 3, stride=2, padding=(1, 1)))
+    hw, w = (hw - 1) // 2 + 1, 2 * w
+  for i in range(v["num_blocks"]):
+    g += [Conv(f"block{i}_conv{j}", (hw + 2, hw + 2), w, w, 3) for j in range(2)]
+  for i in range(v["num_down"]):
+    g.append(Conv(f"up{i}", (hw, hw), w, w // 2, 3, dilation=2, padding=(1, 2)))
+    hw, w = 2 * hw, w // 2
+  g.append(Conv("c7s1_out", (hw + 6, hw + 6), w, c, 7))
+  f, hw = v["d_features"], size
+  d = [Conv("conv0", (hw, hw), c, f, 4, stride=2, padding=(1, 1), input_grad=False)]
+  hw, w = d[0].out_hw[0], f
+  for i in range(1, v["d_layers"] + 1):
+    out = f * min(2 ** i, 8)
+    d.append(Conv(f"conv{i}", (hw, hw), w, out, 4, stride=2 if i < v["d_layers"] else 1,
+                  padding=(1, 1)))
+    hw, w = d[-1].out_hw[0], out
+  d.append(Conv("score", (hw, hw), w, 1, 4, padding=(1, 1)))
+  return g, d
+
+
+def cyclegan_step_flops(g: Sequence[Conv], d: Sequence[Conv], batch: int) -> int:
+  """``genrepair.tasks.cyclegan.CycleGANTask.train_step`` with the identity loss.
+
+  Generators' update, per generator (G; F alike): forward on ``[a; b]`` (2B) and on the
+  other generator's output (B, the cycle); weight gradients over those 3B; input
+  gradients on the 2B real images (not at the first layer) and through every layer on the
+  B generated ones (they depend on the other generator). Per discriminator: forward on B
+  generated images and input gradients through every layer (no weight gradient).
+  Discriminators' update, per discriminator: forward, weight and input gradients (not at
+  the first layer) on B real + B buffered images.
+  """
+  gen = (2 * _fwd(g, 3 * batch) + _input_grad(g, 2 * batch)
+         + _input_grad(g, batch, all_layers=True))
+  disc_in_g = _fwd(d, batch) + _input_grad(d, batch, all_layers=True)
+  disc = 2 * _fwd(d, 2 * batch) + _input_grad(d, 2 * batch)
+  return 2 * (gen + disc_in_g + disc)
+
+
 # ------------------------------------------------------------------------ step counts
 
 
@@ -249,6 +325,8 @@ def step_flops(model: str, config: ml_collections.ConfigDict) -> int | None:
     return None
   if model == "dcgan":
     return gan_step_flops(*dcgan_layers(config), batch)
+  if model == "cyclegan":
+    return cyclegan_step_flops(*cyclegan_layers(config), batch)
   layers = {"dncnn": dncnn_layers, "srcnn": srcnn_layers, "espcn": espcn_layers,
             "vae": vae_layers}[model]
   return restoration_step_flops(layers(config), batch)

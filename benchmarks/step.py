@@ -25,8 +25,8 @@ holds the experiment's dataset (the config decides, as in training).
 
 Configs: ``experiments/dcgan_mnist.py`` and the ``runlocal`` (CPU) variants of
 ``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``,
-``wgan_gp_mnist.py`` (5 critic updates of 64 + one G update per step); ``--batch``
-overrides the batch.
+``wgan_gp_mnist.py`` (5 critic updates of 64 + one G update per step),
+``cyclegan_digits.py``; ``--batch`` overrides the batch.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ BENCHES = {
     "espcn": Bench("espcn_x3", "runlocal", 3),
     "vae": Bench("vae_mnist", "runlocal", None),
     "wgan_gp": Bench("wgan_gp_mnist", "runlocal", None),
+    "cyclegan": Bench("cyclegan_digits", "runlocal", None),
 }
 
 
@@ -105,14 +106,18 @@ def load_config(model: str, batch: int | None = None) -> ml_collections.ConfigDi
 
 def synthetic_batch(model: str, config: ml_collections.ConfigDict, task: Any,
                     seed: int = 0) -> dict[str, np.ndarray]:
-  """Random uint8 ``{'image': [B, H, W, C]}`` of the shape the real pipeline yields."""
+  """Random uint8 ``{'image': [B, H, W, C]}`` of the shape the real pipeline yields
+  (CycleGAN: ``{'image_a', 'image_b'}``, one batch per domain)."""
   b = int(config.train.batch_size)
+  rng = np.random.default_rng(seed)
+  if model == "cyclegan":
+    shape = (b, *task.image_shape)
+    return {k: rng.integers(0, 256, shape, dtype=np.uint8) for k in ("image_a", "image_b")}
   if BENCHES[model].data_channels is None:
     shape = (b, *task.image_shape)
   else:
     p = int(config.data.patch_size)
     shape = (b, p, p, BENCHES[model].data_channels)
-  rng = np.random.default_rng(seed)
   return {"image": rng.integers(0, 256, shape, dtype=np.uint8)}
 
 
@@ -150,6 +155,9 @@ def _param_counts(model: str, state: Any) -> dict[str, int]:
     return {"generator": size(state.g_params), "discriminator": size(state.d_params)}
   if model == "vae":
     return {"encoder": size(state.params["encoder"]), "decoder": size(state.params["decoder"])}
+  if model == "cyclegan":
+    return {"G": size(state.g_params), "F": size(state.f_params),
+            "D_A": size(state.d_a_params), "D_B": size(state.d_b_params)}
   return {"model": size(state.params)}
 
 
@@ -204,10 +212,12 @@ def torch_step(model: str, config: ml_collections.ConfigDict, host_batch: dict[s
   if counts != expected_params:
     raise AssertionError(f"{model}: PyTorch parameter counts {counts} differ from"
                          f" genrepair's {expected_params}; the architectures differ.")
-  images = torch.from_numpy(np.ascontiguousarray(host_batch["image"].transpose(0, 3, 1, 2)))
+  # NHWC -> NCHW; CycleGAN's step takes both domains' batches (image_a, image_b).
+  images = [torch.from_numpy(np.ascontiguousarray(host_batch[k].transpose(0, 3, 1, 2)))
+            for k in sorted(host_batch)]
   t0 = time.perf_counter()
-  step(images)
-  return (lambda: step(images)), time.perf_counter() - t0
+  step(*images)
+  return (lambda: step(*images)), time.perf_counter() - t0
 
 
 def _time_interleaved(fns: Sequence[Callable[[], Any]], steps: int,
@@ -252,7 +262,7 @@ def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
   analytic = flops_lib.step_flops(model, config)
   r: dict[str, Any] = {"model": model, "config": f"{BENCHES[model].experiment}"
                        + (f":{BENCHES[model].arg}" if BENCHES[model].arg else ""),
-                       "batch": b, "input_shape": list(host["image"].shape),
+                       "batch": b, "input_shape": list(next(iter(host.values())).shape),
                        "devices": devices,
                        "flops_analytic": analytic}
   device_batch = sharding.to_global(host, step.mesh)
@@ -297,10 +307,11 @@ def bench_pipeline(model: str, *, steps: int, warmup: int,
   first = next(data_it)
   first_batch_s = time.perf_counter() - t0
   synth = synthetic_batch(model, config, step.task)
-  if first["image"].shape != synth["image"].shape or first["image"].dtype != np.uint8:
-    raise ValueError(f"{model}: the real pipeline gives {first['image'].dtype}"
-                     f" {first['image'].shape}, the synthetic batch is uint8"
-                     f" {synth['image'].shape}; fix BENCHES[{model!r}].")
+  for key in synth:
+    if key not in first or first[key].shape != synth[key].shape or first[key].dtype != np.uint8:
+      got = (first[key].dtype, first[key].shape) if key in first else "nothing"
+      raise ValueError(f"{model}: the real pipeline gives {got} for {key!r}, the synthetic"
+                       f" batch uint8 {synth[key].shape}; fix BENCHES[{model!r}].")
   compile_s, _ = step.first_call(sharding.to_global(first, step.mesh))
 
   fetch: list[float] = []
@@ -326,9 +337,11 @@ def bench_pipeline(model: str, *, steps: int, warmup: int,
   iterator_s = (time.perf_counter() - t0) / steps
   data_it.close()
   b = int(config.train.batch_size)
-  return {"model": model, "dataset": config.data.name,
+  dataset = config.data.get("name") or " + ".join(  # CycleGAN: one dataset per domain
+      d.name for d in config.data.domains.values())
+  return {"model": model, "dataset": dataset,
           "data_root": os.environ.get("GENREPAIR_DATA", ""), "batch": b,
-          "input_shape": list(synth["image"].shape), "compile_s": compile_s,
+          "input_shape": list(next(iter(synth.values())).shape), "compile_s": compile_s,
           "first_batch_s": first_batch_s,
           "real_ms": _median_ms(real), "synthetic_ms": _median_ms(synthetic),
           "fetch_ms": _median_ms(fetch[-steps:]), "iterator_ms": 1e3 * iterator_s,

@@ -182,6 +182,148 @@ class WGANGPStep(GANStep):
               "d_grad_norm": _grad_norm(self.d), "g_grad_norm": _grad_norm(self.g)}
 
 
+# -------------------------------------------------------------------------- CycleGAN
+
+
+def _cyclegan_init(module: nn.Module) -> nn.Module:
+  """N(0, 0.02) weights, zero biases (genrepair.models.cyclegan, the reference code)."""
+  for m in module.modules():
+    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+      nn.init.normal_(m.weight, std=0.02)
+      nn.init.zeros_(m.bias)
+  return module
+
+
+class ResnetBlock(nn.Module):
+  """``x + IN(conv3(pad(ReLU(IN(conv3(pad(x)))))))`` with reflection padding."""
+
+  def __init__(self, k: int):
+    super().__init__()
+    self.body = nn.Sequential(
+        nn.ReflectionPad2d(1), nn.Conv2d(k, k, 3), nn.InstanceNorm2d(k), nn.ReLU(),
+        nn.ReflectionPad2d(1), nn.Conv2d(k, k, 3), nn.InstanceNorm2d(k))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return x + self.body(x)
+
+
+def resnet_generator(channels: int, k: int, num_down: int, num_blocks: int) -> nn.Sequential:
+  """genrepair.models.cyclegan.ResnetGenerator: c7s1-k, d2k, ..., R x n, ..., u k, c7s1-C."""
+  layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, k, 7), nn.InstanceNorm2d(k), nn.ReLU()]
+  width = k
+  for _ in range(num_down):
+    layers += [nn.Conv2d(width, 2 * width, 3, 2, 1), nn.InstanceNorm2d(2 * width), nn.ReLU()]
+    width *= 2
+  layers += [ResnetBlock(width) for _ in range(num_blocks)]
+  for _ in range(num_down):
+    layers += [nn.ConvTranspose2d(width, width // 2, 3, 2, 1, output_padding=1),
+               nn.InstanceNorm2d(width // 2), nn.ReLU()]
+    width //= 2
+  layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7), nn.Tanh()]
+  return _cyclegan_init(nn.Sequential(*layers))
+
+
+def patch_discriminator(channels: int, k: int, num_layers: int) -> nn.Sequential:
+  """genrepair.models.cyclegan.PatchDiscriminator: 4x4 convs with padding 1, strides 2 then
+  1, instance norm after all but the first, LeakyReLU 0.2, a 1-channel score map."""
+  layers = [nn.Conv2d(channels, k, 4, 2, 1), nn.LeakyReLU(0.2)]
+  width = k
+  for i in range(1, num_layers + 1):
+    out = k * min(2 ** i, 8)
+    layers += [nn.Conv2d(width, out, 4, 2 if i < num_layers else 1, 1),
+               nn.InstanceNorm2d(out), nn.LeakyReLU(0.2)]
+    width = out
+  layers.append(nn.Conv2d(width, 1, 4, 1, 1))
+  return _cyclegan_init(nn.Sequential(*layers))
+
+
+class ImagePool:
+  """The history buffer of generated images (Shrivastava et al. 2017; CycleGAN Sec. 4)."""
+
+  def __init__(self, size: int):
+    self.size, self.images = size, []
+
+  def query(self, images: torch.Tensor) -> torch.Tensor:
+    if self.size == 0:
+      return images
+    out = []
+    for image in images:
+      image = image.unsqueeze(0)
+      if len(self.images) < self.size:
+        self.images.append(image)
+        out.append(image)
+      elif torch.rand(()) > 0.5:
+        i = int(torch.randint(0, self.size, ()))
+        out.append(self.images[i].clone())
+        self.images[i] = image
+      else:
+        out.append(image)
+    return torch.cat(out)
+
+
+class CycleGANStep:
+  """genrepair.tasks.cyclegan.CycleGANTask.train_step in eager PyTorch.
+
+  Generators' update: G on ``[a; b]`` and F on ``[b; a]`` in one pass each (translation and
+  identity), the cycles F(G(a)) and G(F(b)), least-squares adversarial terms through the
+  (frozen) discriminators, cycle and identity L1; one Adam over G and F. Then the
+  discriminators' update on real images and generated ones drawn from the history buffers;
+  one Adam over D_A and D_B. Loss weights from the config (``losses.g``, ``cycle``,
+  ``identity``); lr constant (genrepair's linear decay is one scalar per step).
+  """
+
+  def __init__(self, *, channels: int, g_features: int, num_down: int, num_blocks: int,
+               d_features: int, d_layers: int, pool_size: int, w_adv: float, w_cycle: float,
+               w_identity: float, w_d: float, lr: float, b1: float, b2: float, eps: float):
+    gen = lambda: resnet_generator(channels, g_features, num_down, num_blocks).train()
+    disc = lambda: patch_discriminator(channels, d_features, d_layers).train()
+    self.g, self.f, self.d_a, self.d_b = gen(), gen(), disc(), disc()
+    self.w_adv, self.w_cycle, self.w_identity, self.w_d = w_adv, w_cycle, w_identity, w_d
+    self.pool_a, self.pool_b = ImagePool(pool_size), ImagePool(pool_size)
+    adam = lambda params: torch.optim.Adam(params, lr=lr, betas=(b1, b2), eps=eps)
+    self.opt_gen = adam([*self.g.parameters(), *self.f.parameters()])
+    self.opt_disc = adam([*self.d_a.parameters(), *self.d_b.parameters()])
+
+  def num_params(self) -> dict[str, int]:
+    return {"G": num_params(self.g), "F": num_params(self.f), "D_A": num_params(self.d_a),
+            "D_B": num_params(self.d_b)}
+
+  def __call__(self, images_a: torch.Tensor, images_b: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One step on uint8 ``[B, C, H, W]`` images of each domain; returns the metrics."""
+    real_a, real_b = images_a.float() / 127.5 - 1.0, images_b.float() / 127.5 - 1.0
+    n = real_a.shape[0]
+    lsq = lambda x, target: 0.5 * (x - target).square().mean()
+    self.opt_gen.zero_grad(set_to_none=True)
+    for d in (self.d_a, self.d_b):
+      d.requires_grad_(False)
+    out_g, out_f = self.g(torch.cat([real_a, real_b])), self.f(torch.cat([real_b, real_a]))
+    fake_b, fake_a = out_g[:n], out_f[:n]
+    rec_a, rec_b = self.f(fake_b), self.g(fake_a)
+    g_loss = (self.w_adv * (lsq(self.d_b(fake_b), 1.0) + lsq(self.d_a(fake_a), 1.0))
+              + self.w_cycle * ((rec_a - real_a).abs().mean() + (rec_b - real_b).abs().mean())
+              + self.w_identity * ((out_g[n:] - real_b).abs().mean()
+                                   + (out_f[n:] - real_a).abs().mean()))
+    g_loss.backward()
+    self.opt_gen.step()
+    for d in (self.d_a, self.d_b):
+      d.requires_grad_(True)
+
+    shown_a = self.pool_a.query(fake_a.detach())
+    shown_b = self.pool_b.query(fake_b.detach())
+    self.opt_disc.zero_grad(set_to_none=True)
+    s = {"a_real": self.d_a(real_a), "a_fake": self.d_a(shown_a),
+         "b_real": self.d_b(real_b), "b_fake": self.d_b(shown_b)}
+    d_loss = self.w_d * (lsq(s["a_real"], 1.0) + lsq(s["a_fake"], 0.0)
+                         + lsq(s["b_real"], 1.0) + lsq(s["b_fake"], 0.0))
+    d_loss.backward()
+    self.opt_disc.step()
+    with torch.no_grad():
+      return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach(),
+              "cycle_l1_aba": (rec_a - real_a).abs().mean() / 2.0,
+              "cycle_l1_bab": (rec_b - real_b).abs().mean() / 2.0,
+              **{f"D({k})": v.mean() for k, v in s.items()}}
+
+
 # ----------------------------------------------------------------------- restoration
 
 
@@ -364,9 +506,20 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 # ----------------------------------------------------------------------- from config
 
 
-def make_step(model: str, config) -> GANStep | RestorationStep | VAEStep:
+def make_step(model: str, config) -> GANStep | RestorationStep | VAEStep | CycleGANStep:
   """The PyTorch train step of benchmark ``model`` for a genrepair experiment ``config``."""
   mc = config.model
+  if model == "cyclegan":
+    v = flops.cyclegan_variant(config)
+    o = config.optim.g
+    return CycleGANStep(
+        channels=int(v["channels"]), g_features=int(v["g_features"]),
+        num_down=int(v["num_down"]), num_blocks=int(v["num_blocks"]),
+        d_features=int(v["d_features"]), d_layers=int(v["d_layers"]),
+        pool_size=int(config.train.pool_size),
+        w_adv=float(config.losses.g.g_least_squares), w_cycle=float(config.losses.cycle.l1),
+        w_identity=float(config.losses.identity.l1), w_d=float(config.losses.d.d_least_squares),
+        lr=o.lr, b1=o.b1, b2=o.b2, eps=o.eps)
   if model == "wgan_gp":
     flops.check_wgan_gp_config(config)
     o = config.optim.d

@@ -108,3 +108,42 @@ def test_wgan_gp_bench_rejects_other_gan_configs():
   config.losses.d.r1_penalty = 1.0
   with pytest.raises(ValueError, match="losses.d"):
     flops.step_flops("wgan_gp", config)
+
+
+def _cyclegan_digits_small_hand_count(batch: int) -> int:
+  """CycleGAN 'digits-small' train-step FLOPs (28x28, G k = 16 with 4 blocks at 7x7x64,
+  PatchGAN 32-64-128), counted by hand from the multiply-adds per image that land on real
+  pixels (not padding, not a transposed convolution's holes):
+
+  G: c7s1 in 28*28*49*1*16 = 614,656 (on the reflection-padded map every tap is real);
+  down0 3x3/2 pad 1, 28 -> 14: per axis 2 + 13*3 = 41 taps, 41*41*16*32 = 860,672; down1
+  14 -> 7: 2 + 6*3 = 20, 20*20*32*64 = 819,200; 8 block convs 7*7*9*64*64 = 1,806,336
+  each; up0 7 -> 14 (transposed): 20*20*64*32 = 819,200; up1 14 -> 28: 41*41*32*16 =
+  860,672; c7s1 out 614,656 (16 -> 1). D: conv0 4x4/2 pad 1, 28 -> 14: 3 + 12*4 + 3 = 54,
+  54*54*1*32 = 93,312; conv1 14 -> 7: 26*26*32*64 = 1,384,448; conv2 4x4/1, 7 -> 6: 22 taps,
+  22*22*64*128 = 3,964,928; score 6 -> 5: 18 taps, 18*18*128 = 41,472.
+  """
+  g1, d1 = 614_656, 93_312
+  g = g1 + 860_672 + 819_200 + 8 * 1_806_336 + 819_200 + 860_672 + 614_656
+  d = d1 + 1_384_448 + 3_964_928 + 41_472
+  b = batch
+  # Per generator: forward on [a; b] (2B) and on the other's output (B), weight gradients
+  # over 3B, input gradients on 2B (not the first layer) and through all layers on B.
+  gen = 2 * g * 3 * b + 2 * g * 3 * b + 2 * (g - g1) * 2 * b + 2 * g * b
+  d_in_g_update = 2 * d * b + 2 * d * b  # D forward + input gradients on B fakes
+  d_update = 2 * (2 * d * 2 * b) + 2 * (d - d1) * 2 * b  # B real + B buffered
+  return 2 * (gen + d_in_g_update + d_update)
+
+
+def test_cyclegan_flop_count_and_params():
+  out = step.main(["--model", "cyclegan", "--steps", "1", "--warmup", "0", "--no-torch",
+                   "--peak-size", "256"])
+  (r,) = out["results"]
+  assert r["batch"] == 8 and r["input_shape"] == [8, 28, 28, 1]
+  assert r["params"] == {"G": 343233, "F": 343233, "D_A": 166625, "D_B": 166625}
+  hand = _cyclegan_digits_small_hand_count(8)
+  assert r["flops_analytic"] == hand
+  # XLA counts more: genrepair computes the 'VALID' convolutions of 8+ input channels (the
+  # residual blocks, the output layer) as padded ones and crops (models/conv.py), i.e.
+  # 9x9 instead of 7x7 outputs in the blocks: 8.27 GFLOP against 6.84 here.
+  assert hand < r["flops"] < 1.3 * hand
