@@ -122,7 +122,9 @@ samples after 800 steps. It is the mirror image of the probe above in which DCGA
 generator trained well against this discriminator. Fitting probe again (64 digits from 64
 fixed z, 300 Adam steps at lr 2e-3, betas (0, 0.99), MSE, mean of the last 10; this config
 0.195): the image from the last toRGB only, without the skip sums, 0.136; nearest-neighbour
-instead of FIR upsampling 0.182; ReLU instead of the scaled leaky ReLU 0.269.
+instead of FIR upsampling 0.182; ReLU instead of the scaled leaky ReLU 0.269. In a GAN
+run the last-toRGB-only generator still collapsed (800 steps, D(G(z)) ~0.3): FID-digits
+678.9, IS-digits 1.11 of 2,000 samples.
 """
 
 import ml_collections
