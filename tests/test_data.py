@@ -187,6 +187,25 @@ def test_resume_is_exact(digits):
     assert resumed.get_state()['global_batches_read'] == k + 2
 
 
+def test_in_memory_split_gives_the_record_batches(digits, monkeypatch):
+  """The 5,000 digits are decoded once and gathered from memory; the batches, labels and
+  resume points are those of reading the records per batch (cache switched off)."""
+  from genrepair.data import pipeline
+  kw = dict(global_batch_size=768, split='train', seed=3)  # Batch 7 spans epochs 1-2.
+  cached = data.make_iterator(digits, **kw)
+  monkeypatch.setattr(pipeline, 'IN_MEMORY_MAX_BYTES', 0)
+  records = data.make_iterator(digits, **kw)
+  monkeypatch.undo()
+  a, b = _take(cached, 9), _take(records, 9)
+  assert all(_eq(x, y) for x, y in zip(a, b))
+  assert all(x['label'].dtype == np.int32 and x['image'].dtype == np.uint8 for x in a)
+  assert cached.get_state() == records.get_state()
+  # Only a split within the byte budget is held in memory (5,000 x 784 bytes).
+  source = pipeline.data_source(digits, 'train')
+  assert isinstance(pipeline._in_memory(source, 3_920_000), pipeline._ArraySource)  # pylint: disable=protected-access
+  assert pipeline._in_memory(source, 3_919_999) is None  # pylint: disable=protected-access
+
+
 def test_resume_rejects_other_config(digits):
   state = data.make_iterator(digits, global_batch_size=32, split='train', seed=0).get_state()
   other = data.make_iterator(digits, global_batch_size=64, split='train', seed=0)
