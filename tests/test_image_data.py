@@ -236,6 +236,21 @@ def test_patches_are_crops_with_all_8_transforms(synthetic):
   assert [_decode(p) for p in plain] == [(i, y, x, 0) for i, y, x, _ in decoded]
 
 
+def test_in_memory_images_give_the_same_patches(synthetic, monkeypatch):
+  """Images decoded once at start-up (within pipeline.IN_MEMORY_MAX_BYTES) give the patches
+  that decoding per batch gives, across epochs."""
+  kw = dict(global_batch_size=12, patch_size=8, split='train', seed=4, patches_per_image=2)
+  cached = _take(data.make_patch_iterator(synthetic, **kw), 3)  # 36 patches: 3.6 epochs
+  monkeypatch.setattr(patches.pipeline, 'IN_MEMORY_MAX_BYTES', 0)
+  per_batch = _take(data.make_patch_iterator(synthetic, **kw), 3)
+  assert all(np.array_equal(a['image'], b['image']) for a, b in zip(cached, per_batch))
+  source = patches.pipeline.data_source(synthetic, 'train')
+  total = sum(e['image'].nbytes for e in source)
+  kept = patches._decode_and_check(source, 'train', 8, total)  # pylint: disable=protected-access
+  assert [k.shape for k in kept] == [(h, w, 3) for h, w in _SIZES]
+  assert patches._decode_and_check(source, 'train', 8, total - 1) is None  # pylint: disable=protected-access
+
+
 def test_each_epoch_visits_every_image_k_times(synthetic):
   it = data.make_patch_iterator(synthetic, global_batch_size=15, patch_size=8, split='train',
                                 seed=4, patches_per_image=3)
