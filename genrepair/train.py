@@ -152,6 +152,31 @@ def _check_batch(host_batch: dict[str, np.ndarray], task, config) -> None:
           " config.model.variant / channels).")
 
 
+def check_train_intervals(tc: ml_collections.ConfigDict) -> None:
+  """Checks ``config.train``'s step counts before anything is built.
+
+  ``num_steps >= 0``; ``log_every >= 1``; ``sample_every`` and ``checkpoint_every`` >= 0,
+  where 0 means only at the end (the final samples and checkpoint are always written, and
+  a stop signal still checkpoints); ``keep_checkpoints >= 1``.
+
+  Raises:
+    ValueError: naming the first bad key and its value.
+  """
+  lowest = {"num_steps": 0, "log_every": 1, "sample_every": 0, "checkpoint_every": 0,
+            "keep_checkpoints": 1}
+  for key, low in lowest.items():
+    value = tc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      what = "0 = only at the end, or a positive interval" if low == 0 and key != "num_steps" \
+          else f"an int >= {low}"
+      raise ValueError(f"config.train.{key}={value!r}: expected {what}.")
+
+
+def _every(step: int, interval: int) -> bool:
+  """Whether ``step`` is on a positive ``interval`` (never for 0: see check_train_intervals)."""
+  return interval > 0 and step % interval == 0
+
+
 def run(config: ml_collections.ConfigDict, workdir: str,
         mesh: jax.sharding.Mesh | None = None) -> dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming from its newest checkpoint).
@@ -167,10 +192,12 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     signal name or None}``.
 
   Raises:
-    ValueError: invalid config or data (before compilation).
+    ValueError: invalid config (e.g. :func:`check_train_intervals`) or data (before
+      compilation).
     FloatingPointError: a logged metric became NaN/inf (no checkpoint is written).
   """
   tc = config.train
+  check_train_intervals(tc)
   task, mesh, init_rng, train_rng, abstract, state_sharding = build(config, mesh)
   repl = sharding.replicated(mesh)
   pid, nproc = jax.process_index(), jax.process_count()
@@ -286,7 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
               f" good checkpoint: steps {ckpt.all_steps()} in {ckpt.directory}.")
         writer.scalars(step, last)
         log(progress.line(step, last))
-      if step % tc.sample_every == 0 and step != tc.num_steps:
+      if _every(step, tc.sample_every) and step != tc.num_steps:
         write_samples(step, state)
       if (evaluating and config.eval.get("every", 0) > 0 and step % config.eval.every == 0
           and step != tc.num_steps):
@@ -295,7 +322,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       if reason is not None:
         stopped_by = reason
         break
-      if step % tc.checkpoint_every == 0 and step != tc.num_steps:
+      if _every(step, tc.checkpoint_every) and step != tc.num_steps:
         save(step, state)
     save(step, state)
     if step == tc.num_steps:

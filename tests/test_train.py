@@ -139,6 +139,21 @@ def test_bad_config_values_fail_before_compiling(tfds_dir, tmp_path):
     train.run(c, str(tmp_path / "d"))
 
 
+def test_train_intervals_checked_and_zero_means_only_at_the_end(tfds_dir, tmp_path):
+  del tfds_dir
+  for key, value in [("log_every", 0), ("sample_every", -1), ("checkpoint_every", -500),
+                     ("keep_checkpoints", 0), ("num_steps", -1)]:
+    with pytest.raises(ValueError, match=f"config.train.{key}={value}: expected"):
+      train.run(small_dcgan_config(**{key: value}), str(tmp_path / key))
+    assert not (tmp_path / key).exists()  # nothing written
+  workdir = tmp_path / "ends"
+  c = small_dcgan_config(num_steps=3, sample_every=0, checkpoint_every=0)
+  c.eval.every = 0
+  assert train.run(c, str(workdir))["step"] == 3
+  assert sorted(os.listdir(workdir / "samples")) == ["final.png", "step_0000003.png"]
+  assert checkpoint.Checkpointer(str(workdir / "checkpoints")).all_steps() == [3]
+
+
 def test_non_finite_loss_stops_without_checkpoint(tfds_dir, tmp_path):
   del tfds_dir
   c = small_dcgan_config(num_steps=5, checkpoint_every=1)
