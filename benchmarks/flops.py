@@ -134,16 +134,36 @@ def espcn_layers(config: ml_collections.ConfigDict) -> list[Conv]:
           _conv_same("conv3", lr, 32, c * r * r, 3)]
 
 
-def check_dcgan_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError for GAN options the benchmark does not model (one D update per G
-  update, BatchNorm D without spectral norm, no R1 penalty)."""
-  options = {"model.d_norm": (config.model.get("d_norm", "batch"), "batch"),
-             "model.spectral_norm": (bool(config.model.get("spectral_norm", False)), False),
+# The DCGAN-family objectives the benchmark's PyTorch step implements: (D, G) loss names.
+GAN_LOSS_PAIRS = {("d_minimax", "g_nonsaturating"): "logistic",
+                  ("d_least_squares", "g_least_squares"): "least_squares",
+                  ("d_hinge", "g_hinge"): "hinge"}
+
+
+def check_dcgan_config(config: ml_collections.ConfigDict) -> str:
+  """Returns the objective (a value of :data:`GAN_LOSS_PAIRS`) of a DCGAN-family config.
+
+  Raises:
+    ValueError: options the benchmark does not model: more than one D update per G
+      update, a layer-normalised D, R1, another loss pair or loss weights other than 1,
+      different optimizers for the two players.
+  """
+  def selected(losses):
+    return tuple(sorted((k, float(v)) for k, v in losses.items() if float(v)))
+  d, g = selected(config.losses.d), selected(config.losses.g)
+  pair = (d[0][0], g[0][0]) if len(d) == len(g) == 1 else None
+  norm = config.model.get("d_norm", "batch")
+  options = {"model.d_norm": (norm if norm not in ("batch", "none") else "ok", "ok"),
              "train.n_critic": (int(config.train.get("n_critic", 1)), 1),
-             "losses.d.r1_penalty": (float(config.losses.d.get("r1_penalty", 0.0)), 0.0)}
+             "losses": ((d, g) if pair not in GAN_LOSS_PAIRS or d[0][1] != 1.0
+                        or g[0][1] != 1.0 else "ok", "ok"),
+             "optim.g == optim.d": (config.optim.g.to_dict() == config.optim.d.to_dict(), True)}
   bad = {k: v for k, (v, ok) in options.items() if v != ok}
   if bad:
-    raise ValueError(f"The dcgan benchmark models plain DCGAN only; config has {bad}.")
+    raise ValueError(f"The dcgan/lsgan/sngan benchmarks model one D update per G update with"
+                     f" a batch- or un-normalised D and the loss pairs {list(GAN_LOSS_PAIRS)}"
+                     f" (weights 1); config has {bad}.")
+  return GAN_LOSS_PAIRS[pair]
 
 
 def check_wgan_gp_config(config: ml_collections.ConfigDict) -> None:
@@ -323,7 +343,7 @@ def step_flops(model: str, config: ml_collections.ConfigDict) -> int | None:
   if model == "wgan_gp":
     check_wgan_gp_config(config)
     return None
-  if model == "dcgan":
+  if model in ("dcgan", "lsgan", "sngan"):
     return gan_step_flops(*dcgan_layers(config), batch)
   if model == "cyclegan":
     return cyclegan_step_flops(*cyclegan_layers(config), batch)

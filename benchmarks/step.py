@@ -23,7 +23,8 @@ of two ``--peak-size`` square float32 matrices (median of 10).
 step on a device-resident synthetic batch; the data come from ``$GENREPAIR_DATA`` when it
 holds the experiment's dataset (the config decides, as in training).
 
-Configs: ``experiments/dcgan_mnist.py`` and the ``runlocal`` (CPU) variants of
+Configs: ``experiments/dcgan_mnist.py``, ``lsgan_mnist.py``, ``sngan_mnist.py`` and the
+``runlocal`` (CPU) variants of
 ``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``,
 ``wgan_gp_mnist.py`` (5 critic updates of 64 + one G update per step),
 ``cyclegan_digits.py``; ``--batch`` overrides the batch.
@@ -74,6 +75,8 @@ class Bench:
 
 BENCHES = {
     "dcgan": Bench("dcgan_mnist", None, None),
+    "lsgan": Bench("lsgan_mnist", None, None),
+    "sngan": Bench("sngan_mnist", None, None),
     "dncnn": Bench("dncnn_sigma25", "runlocal", 1),
     "srcnn": Bench("srcnn_x3", "runlocal", 3),
     "espcn": Bench("espcn_x3", "runlocal", 3),
@@ -151,7 +154,7 @@ def _xla_flops(compiled: Any) -> float | None:
 
 def _param_counts(model: str, state: Any) -> dict[str, int]:
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  if model in ("dcgan", "wgan_gp"):
+  if model in ("dcgan", "lsgan", "sngan", "wgan_gp"):
     return {"generator": size(state.g_params), "discriminator": size(state.d_params)}
   if model == "vae":
     return {"encoder": size(state.params["encoder"]), "decoder": size(state.params["decoder"])}

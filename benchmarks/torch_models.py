@@ -48,17 +48,31 @@ class DCGANGenerator(nn.Sequential):
 
 
 class DCGANDiscriminator(nn.Sequential):
-  """image [B, C, 28, 28] -> logit [B] (genrepair.models.dcgan.Discriminator)."""
+  """image [B, C, 28, 28] -> logit [B] (genrepair.models.dcgan.Discriminator).
 
-  def __init__(self, channels: int = 1, base: int = 64):
+  ``norm``: 'batch' (DCGAN) or 'none' (a bias instead); ``spectral_norm``: every weight
+  spectrally normalised (Miyato et al. 2018; one power iteration per training forward
+  pass, as flax's ``SpectralNorm(n_steps=1)``).
+  """
+
+  def __init__(self, channels: int = 1, base: int = 64, norm: str = "batch",
+               spectral_norm: bool = False):
+    hidden = [nn.Conv2d(base, 2 * base, 4, 2, 1, bias=norm == "none")]  # 14 -> 7
+    if norm == "batch":
+      hidden.append(nn.BatchNorm2d(2 * base, eps=1e-5, momentum=0.1))
+    elif norm != "none":
+      raise ValueError(f"DCGANDiscriminator norm must be 'batch' or 'none', got {norm!r}.")
     super().__init__(
-        nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),  # 28 -> 14, no BatchNorm
-        nn.Conv2d(base, 2 * base, 4, 2, 1, bias=False),  # 14 -> 7
-        nn.BatchNorm2d(2 * base, eps=1e-5, momentum=0.1), nn.LeakyReLU(0.2),
+        nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),  # 28 -> 14, no norm
+        *hidden, nn.LeakyReLU(0.2),
         nn.Flatten(), nn.Linear(7 * 7 * 2 * base, 1), nn.Flatten(0))
     for p in self.parameters():
       if p.dim() > 1:
         nn.init.normal_(p, std=0.02)
+    if spectral_norm:
+      for i, m in enumerate(self):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+          self[i] = nn.utils.parametrizations.spectral_norm(m, n_power_iterations=1)
 
 
 class ChannelLayerNorm(nn.Module):
@@ -89,19 +103,36 @@ def wgan_critic(channels: int = 1, base: int = 64) -> nn.Sequential:
   return d
 
 
+# (D loss of real and fake logits, G loss of fake logits), batch means of the per-example
+# losses of genrepair.losses.adversarial.
+GAN_LOSSES = {
+    "logistic": (lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),  # d_minimax
+                 lambda f: F.softplus(-f).mean()),                         # g_nonsaturating
+    "least_squares": (lambda r, f: 0.5 * (r - 1).square().mean() + 0.5 * f.square().mean(),
+                      lambda f: 0.5 * (f - 1).square().mean()),
+    "hinge": (lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(), lambda f: -f.mean()),
+}
+
+
 class GANStep:
   """genrepair.tasks.gan.GANTask.train_step in eager PyTorch: one D then one G update.
 
-  Non-saturating G loss, minimax D loss (on logits via softplus), Adam for both; G runs in
-  train mode to make the D update's fake batch (no gradient); the G update goes through
-  the updated D (its weights frozen, so no D weight gradient is computed, as in JAX).
+  ``loss``: a key of :data:`GAN_LOSSES` (DCGAN: 'logistic', the minimax D loss and the
+  non-saturating G loss on logits), Adam for both; G runs in train mode to make the D
+  update's fake batch (no gradient); the G update goes through the updated D (its weights
+  frozen, so no D weight gradient is computed, as in JAX); with ``ema_decay`` > 0 an
+  exponential moving average of G's parameters is updated after each G step.
   """
 
   def __init__(self, *, z_dim: int, channels: int, base: int, lr: float, b1: float,
-               b2: float, eps: float):
+               b2: float, eps: float, loss: str = "logistic", d_norm: str = "batch",
+               spectral_norm: bool = False, ema_decay: float = 0.0):
     self.z_dim = z_dim
     self.g = DCGANGenerator(z_dim, channels, base).train()
-    self.d = DCGANDiscriminator(channels, base).train()
+    self.d = DCGANDiscriminator(channels, base, d_norm, spectral_norm).train()
+    self.d_loss_fn, self.g_loss_fn = GAN_LOSSES[loss]
+    self.ema_decay = ema_decay
+    self.g_ema = [p.detach().clone() for p in self.g.parameters()] if ema_decay else []
     self.opt_g = torch.optim.Adam(self.g.parameters(), lr=lr, betas=(b1, b2), eps=eps)
     self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(b1, b2), eps=eps)
 
@@ -116,17 +147,19 @@ class GANStep:
       fake = self.g(torch.randn(b, self.z_dim))
     self.opt_d.zero_grad(set_to_none=True)
     real_logits, fake_logits = self.d(real), self.d(fake)
-    d_loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+    d_loss = self.d_loss_fn(real_logits, fake_logits)
     d_loss.backward()
     self.opt_d.step()
 
     self.opt_g.zero_grad(set_to_none=True)
     self.d.requires_grad_(False)
-    g_loss = F.softplus(-self.d(self.g(torch.randn(b, self.z_dim)))).mean()
+    g_loss = self.g_loss_fn(self.d(self.g(torch.randn(b, self.z_dim))))
     g_loss.backward()
     self.opt_g.step()
     self.d.requires_grad_(True)
     with torch.no_grad():
+      if self.ema_decay:
+        torch._foreach_lerp_(self.g_ema, list(self.g.parameters()), 1.0 - self.ema_decay)  # pylint: disable=protected-access
       return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(),
               "D(x)": torch.sigmoid(real_logits).mean(),
               "D(G(z))": torch.sigmoid(fake_logits).mean(),
@@ -541,12 +574,15 @@ def make_step(model: str, config) -> GANStep | RestorationStep | VAEStep | Cycle
               dec_hidden=tuple(spec["dec_hidden"]), latent_dim=int(spec["latent_dim"]))
     return VAEStep(net, beta=float(config.losses.kl_normal), lr=o.lr, b1=o.b1, b2=o.b2,
                    eps=o.eps)
-  if model == "dcgan":
-    flops.check_dcgan_config(config)
+  if model in ("dcgan", "lsgan", "sngan"):
+    loss = flops.check_dcgan_config(config)
     base = {"mnist": 64, "mnist-small": 32}[mc.variant]
     o = config.optim.d
     return GANStep(z_dim=int(mc.z_dim), channels=int(mc.channels), base=base, lr=o.lr,
-                   b1=o.b1, b2=o.b2, eps=o.eps)
+                   b1=o.b1, b2=o.b2, eps=o.eps, loss=loss,
+                   d_norm=mc.get("d_norm", "batch"),
+                   spectral_norm=bool(mc.get("spectral_norm", False)),
+                   ema_decay=float(mc.get("ema_decay", 0.0)))
   dc, o, c = config.degradation, config.optim, int(mc.channels)
   if model == "dncnn":
     depth = {"S": 17, "B": 20}[mc.variant]

@@ -147,3 +147,37 @@ def test_cyclegan_flop_count_and_params():
   # residual blocks, the output layer) as padded ones and crops (models/conv.py), i.e.
   # 9x9 instead of 7x7 outputs in the blocks: 8.27 GFLOP against 6.84 here.
   assert hand < r["flops"] < 1.3 * hand
+
+
+def test_gan_family_objectives_and_rejections():
+  kinds = {m: flops.check_dcgan_config(step.load_config(m)) for m in ("dcgan", "lsgan", "sngan")}
+  assert kinds == {"dcgan": "logistic", "lsgan": "least_squares", "sngan": "hinge"}
+  # The same players, so the same analytic count (spectral norm's power iteration and the
+  # EMA are not convolution or dense work).
+  assert len({flops.step_flops(m, step.load_config(m)) for m in kinds}) == 1
+  config = step.load_config("lsgan")
+  config.losses.g.g_least_squares = 2.0
+  with pytest.raises(ValueError, match="losses"):
+    flops.check_dcgan_config(config)
+  with pytest.raises(ValueError, match="d_norm"):
+    flops.check_dcgan_config(step.load_config("wgan_gp"))
+
+
+def test_torch_gan_losses_equal_genrepair_losses():
+  """The PyTorch reference's objectives against genrepair.losses on the same logits."""
+  torch = pytest.importorskip("torch")
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_models  # pylint: disable=import-outside-toplevel
+  from genrepair.losses import adversarial as adv  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  real, fake = rng.normal(size=16).astype(np.float32), rng.normal(size=16).astype(np.float32)
+  pairs = {"logistic": (adv.d_minimax, adv.g_nonsaturating),
+           "least_squares": (adv.d_least_squares, adv.g_least_squares),
+           "hinge": (adv.d_hinge, adv.g_hinge)}
+  for kind, (d_jax, g_jax) in pairs.items():
+    d_torch, g_torch = torch_models.GAN_LOSSES[kind]
+    tr, tf = torch.from_numpy(real), torch.from_numpy(fake)
+    assert float(d_torch(tr, tf)) == pytest.approx(
+        float(np.mean(d_jax(real_logits=real, fake_logits=fake))), rel=1e-6), kind
+    assert float(g_torch(tf)) == pytest.approx(
+        float(np.mean(g_jax(fake_logits=fake))), rel=1e-6), kind
