@@ -203,11 +203,17 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   pid, nproc = jax.process_index(), jax.process_count()
   # The first batch of the stream: checked against the model before anything compiles or
   # is written, and the source of the fixed preview (the same whether or not we resume).
-  probe = make_train_iterator(config, pid, nproc)
-  first_batch = next(probe)
-  probe.close()
-  _check_batch(first_batch, task, config)
+  # One iterator, rewound after that first batch: building it can decode a small dataset
+  # into memory (genrepair/data/pipeline.py), which need not happen twice.
   data_it = make_train_iterator(config, pid, nproc)
+  start = data_it.get_state()
+  first_batch = next(data_it)
+  try:
+    _check_batch(first_batch, task, config)
+  except ValueError:
+    data_it.close()
+    raise
+  data_it.set_state(start)
 
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=tc.keep_checkpoints)
