@@ -200,6 +200,12 @@ def test_in_memory_split_gives_the_record_batches(digits, monkeypatch):
   assert all(_eq(x, y) for x, y in zip(a, b))
   assert all(x['label'].dtype == np.int32 and x['image'].dtype == np.uint8 for x in a)
   assert cached.get_state() == records.get_state()
+  source_of = lambda it: it._dataset._map_fn._source  # pylint: disable=protected-access
+  assert isinstance(source_of(cached), pipeline._ArraySource)  # pylint: disable=protected-access
+  # With several processes each reads only its rows of each batch, from the records.
+  part = data.make_iterator(digits, process_index=1, process_count=2, **kw)
+  assert not isinstance(source_of(part), pipeline._ArraySource)  # pylint: disable=protected-access
+  assert all(np.array_equal(p['image'], x['image'][384:]) for p, x in zip(_take(part, 3), a))
   # Only a split within the byte budget is held in memory (5,000 x 784 bytes).
   source = pipeline.data_source(digits, 'train')
   assert isinstance(pipeline._in_memory(source, 3_920_000), pipeline._ArraySource)  # pylint: disable=protected-access

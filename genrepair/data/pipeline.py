@@ -305,9 +305,9 @@ def make_iterator(
   Returns:
     A `DataIterator` of `{'image': uint8 [b, H, W, C], 'label': int32 [b]}`,
     b = global_batch_size // process_count; process i gets rows [i*b, (i+1)*b)
-    of each global batch. A split whose images (one shape) total at most
-    `IN_MEMORY_MAX_BYTES` is decoded once here and batches are gathered from
-    memory (the same batches as reading the records).
+    of each global batch. In a single-process run, a split whose images (one
+    shape) total at most `IN_MEMORY_MAX_BYTES` is decoded once here and batches
+    are gathered from memory (the same batches as reading the records).
 
   Raises:
     ValueError: bad sizes/indices/seed; global_batch_size not divisible by
@@ -339,8 +339,10 @@ def make_iterator(
         'processes would read different numbers of batches; use drop_remainder=True.'
     )
 
-  # Small splits are decoded once and read from memory (see IN_MEMORY_MAX_BYTES).
-  source = _in_memory(source, IN_MEMORY_MAX_BYTES) or source
+  # Small splits are decoded once and read from memory (see IN_MEMORY_MAX_BYTES); only in
+  # a single-process run: with several, each process reads only its rows of each batch.
+  if process_count == 1:
+    source = _in_memory(source, IN_MEMORY_MAX_BYTES) or source
 
   # Shuffle, repeat, batch and split *indices*, then read each local batch in
   # one call: same order as shuffling the source, but ~2x faster on CPU.
