@@ -134,6 +134,13 @@ def espcn_layers(config: ml_collections.ConfigDict) -> list[Conv]:
           _conv_same("conv3", lr, 32, c * r * r, 3)]
 
 
+def _reject_unmodelled(options: dict, what: str) -> None:
+  """Raises ValueError naming every ``key: (value, expected)`` of ``options`` that differs."""
+  bad = {k: v for k, (v, ok) in options.items() if v != ok}
+  if bad:
+    raise ValueError(f"{what}; config has {bad}.")
+
+
 # The DCGAN-family objectives the benchmark's PyTorch step implements: (D, G) loss names.
 GAN_LOSS_PAIRS = {("d_minimax", "g_nonsaturating"): "logistic",
                   ("d_least_squares", "g_least_squares"): "least_squares",
@@ -158,11 +165,9 @@ def check_dcgan_config(config: ml_collections.ConfigDict) -> str:
              "losses": ((d, g) if pair not in GAN_LOSS_PAIRS or d[0][1] != 1.0
                         or g[0][1] != 1.0 else "ok", "ok"),
              "optim.g == optim.d": (config.optim.g.to_dict() == config.optim.d.to_dict(), True)}
-  bad = {k: v for k, (v, ok) in options.items() if v != ok}
-  if bad:
-    raise ValueError(f"The dcgan/lsgan/sngan benchmarks model one D update per G update with"
-                     f" a batch- or un-normalised D and the loss pairs {list(GAN_LOSS_PAIRS)}"
-                     f" (weights 1); config has {bad}.")
+  _reject_unmodelled(options, "The dcgan/lsgan/sngan benchmarks model one D update per G"
+                     " update with a batch- or un-normalised D and the loss pairs"
+                     f" {list(GAN_LOSS_PAIRS)} (weights 1)")
   return GAN_LOSS_PAIRS[pair]
 
 
@@ -178,10 +183,8 @@ def check_wgan_gp_config(config: ml_collections.ConfigDict) -> None:
              "losses.g": (sorted(k for k, v in config.losses.g.items() if v),
                           ["g_wasserstein"]),
              "optim.g == optim.d": (config.optim.g.to_dict() == config.optim.d.to_dict(), True)}
-  bad = {k: v for k, (v, ok) in options.items() if v != ok}
-  if bad:
-    raise ValueError(f"The wgan_gp benchmark models WGAN-GP with the DCGAN players only;"
-                     f" config has {bad}.")
+  _reject_unmodelled(options, "The wgan_gp benchmark models WGAN-GP with the DCGAN players"
+                     " only")
 
 
 def dcgan_layers(config: ml_collections.ConfigDict) -> tuple[list[Conv], list[Conv]]:
@@ -248,10 +251,7 @@ def cyclegan_variant(config: ml_collections.ConfigDict) -> dict[str, int]:
                         {"g": ["g_least_squares"], "d": ["d_least_squares"],
                          "cycle": ["l1"], "identity": ["l1"]}),
              "optim.g == optim.d": (config.optim.g.to_dict() == config.optim.d.to_dict(), True)}
-  bad = {k: v for k, (v, ok) in options.items() if v != ok}
-  if bad:
-    raise ValueError(f"The cyclegan benchmark models the digits CycleGAN setting only;"
-                     f" config has {bad}.")
+  _reject_unmodelled(options, "The cyclegan benchmark models the digits CycleGAN setting only")
   g, d = nets.generator, nets.discriminator
   return dict(channels=nets.channels, image_size=nets.image_size, g_features=g.features,
               num_down=g.num_down, num_blocks=g.num_blocks, d_features=d.features,

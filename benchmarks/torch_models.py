@@ -47,34 +47,6 @@ class DCGANGenerator(nn.Sequential):
         nn.init.normal_(p, std=0.02)
 
 
-class DCGANDiscriminator(nn.Sequential):
-  """image [B, C, 28, 28] -> logit [B] (genrepair.models.dcgan.Discriminator).
-
-  ``norm``: 'batch' (DCGAN) or 'none' (a bias instead); ``spectral_norm``: every weight
-  spectrally normalised (Miyato et al. 2018; one power iteration per training forward
-  pass, as flax's ``SpectralNorm(n_steps=1)``).
-  """
-
-  def __init__(self, channels: int = 1, base: int = 64, norm: str = "batch",
-               spectral_norm: bool = False):
-    hidden = [nn.Conv2d(base, 2 * base, 4, 2, 1, bias=norm == "none")]  # 14 -> 7
-    if norm == "batch":
-      hidden.append(nn.BatchNorm2d(2 * base, eps=1e-5, momentum=0.1))
-    elif norm != "none":
-      raise ValueError(f"DCGANDiscriminator norm must be 'batch' or 'none', got {norm!r}.")
-    super().__init__(
-        nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),  # 28 -> 14, no norm
-        *hidden, nn.LeakyReLU(0.2),
-        nn.Flatten(), nn.Linear(7 * 7 * 2 * base, 1), nn.Flatten(0))
-    for p in self.parameters():
-      if p.dim() > 1:
-        nn.init.normal_(p, std=0.02)
-    if spectral_norm:
-      for i, m in enumerate(self):
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-          self[i] = nn.utils.parametrizations.spectral_norm(m, n_power_iterations=1)
-
-
 class ChannelLayerNorm(nn.Module):
   """flax ``LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1)`` in NCHW: statistics over
   C, H, W of each example, then a per-channel scale and shift (``[C]`` each)."""
@@ -90,17 +62,36 @@ class ChannelLayerNorm(nn.Module):
     return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def wgan_critic(channels: int = 1, base: int = 64) -> nn.Sequential:
-  """genrepair.models.dcgan.Discriminator with ``d_norm='layer'`` (the WGAN-GP critic)."""
-  d = nn.Sequential(
-      nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),
-      nn.Conv2d(base, 2 * base, 4, 2, 1, bias=False),
-      ChannelLayerNorm(2 * base), nn.LeakyReLU(0.2),
-      nn.Flatten(), nn.Linear(7 * 7 * 2 * base, 1), nn.Flatten(0))
-  for p in d.parameters():
-    if p.dim() > 1:
-      nn.init.normal_(p, std=0.02)
-  return d
+class DCGANDiscriminator(nn.Sequential):
+  """image [B, C, 28, 28] -> logit [B] (genrepair.models.dcgan.Discriminator).
+
+  ``norm``: 'batch' (DCGAN), 'layer' (:class:`ChannelLayerNorm`, the WGAN-GP critic) or
+  'none' (a bias instead); ``spectral_norm``: every weight
+  spectrally normalised (Miyato et al. 2018; one power iteration per training forward
+  pass, as flax's ``SpectralNorm(n_steps=1)``).
+  """
+
+  def __init__(self, channels: int = 1, base: int = 64, norm: str = "batch",
+               spectral_norm: bool = False):
+    hidden = [nn.Conv2d(base, 2 * base, 4, 2, 1, bias=norm == "none")]  # 14 -> 7
+    if norm == "batch":
+      hidden.append(nn.BatchNorm2d(2 * base, eps=1e-5, momentum=0.1))
+    elif norm == "layer":
+      hidden.append(ChannelLayerNorm(2 * base))
+    elif norm != "none":
+      raise ValueError(f"DCGANDiscriminator norm must be 'batch', 'layer' or 'none', got"
+                       f" {norm!r}.")
+    super().__init__(
+        nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),  # 28 -> 14, no norm
+        *hidden, nn.LeakyReLU(0.2),
+        nn.Flatten(), nn.Linear(7 * 7 * 2 * base, 1), nn.Flatten(0))
+    for p in self.parameters():
+      if p.dim() > 1:
+        nn.init.normal_(p, std=0.02)
+    if spectral_norm:
+      for i, m in enumerate(self):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+          self[i] = nn.utils.parametrizations.spectral_norm(m, n_power_iterations=1)
 
 
 # (D loss of real and fake logits, G loss of fake logits), batch means of the per-example
@@ -177,9 +168,8 @@ class WGANGPStep(GANStep):
 
   def __init__(self, *, z_dim: int, channels: int, base: int, n_critic: int, gp: float,
                lr: float, b1: float, b2: float, eps: float):
-    super().__init__(z_dim=z_dim, channels=channels, base=base, lr=lr, b1=b1, b2=b2, eps=eps)
-    self.d = wgan_critic(channels, base).train()
-    self.opt_d = torch.optim.Adam(self.d.parameters(), lr=lr, betas=(b1, b2), eps=eps)
+    super().__init__(z_dim=z_dim, channels=channels, base=base, lr=lr, b1=b1, b2=b2, eps=eps,
+                     d_norm="layer")
     self.n_critic, self.gp = n_critic, gp
 
   def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
