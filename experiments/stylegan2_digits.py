@@ -125,6 +125,12 @@ fixed z, 300 Adam steps at lr 2e-3, betas (0, 0.99), MSE, mean of the last 10; t
 instead of FIR upsampling 0.182; ReLU instead of the scaled leaky ReLU 0.269. In a GAN
 run the last-toRGB-only generator still collapsed (800 steps, D(G(z)) ~0.3): FID-digits
 678.9, IS-digits 1.11 of 2,000 samples.
+Two more 800-step probes (2026-11-29, evening; FID-digits / IS-digits of 2,000 samples;
+local changes, not kept): the paper's latent width (z_dim = w_dim = 512 instead of 128)
+640.8 / 1.30, D(G(z)) 0.002 at step 800; every synthesis layer's features normalised over
+the batch (BatchNorm without affine, after the modulated convolution: DCGAN's generator's
+batch-level normalisation, which the centring-only probe above lacked) 499.4 / 2.03, most
+samples still one ring-shaped "0". Neither keeps the samples diverse.
 """
 
 import ml_collections
