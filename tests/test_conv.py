@@ -43,6 +43,14 @@ CASES = {
                        (2, 9, 11, 8)),
     "valid_7x4_cin8": (False, dict(features=3, kernel_size=(7, 4), padding="VALID"),
                        (2, 9, 11, 8)),
+    # Reconstruction layers with few outputs (conv.is_thin_out: matmul + shifted sum):
+    # DnCNN's 3x3 64 -> 1, EDSR's 3x3 -> RGB, an asymmetric explicit padding.
+    "thin_3x3_same_to1": (False, dict(features=1, kernel_size=(3, 3), padding="SAME"),
+                          (2, 7, 9, 16)),
+    "thin_3x3_same_to3_nobias": (False, dict(features=3, kernel_size=(3, 3), padding="SAME",
+                                             use_bias=False), (2, 7, 9, 8)),
+    "thin_4x3_explicit": (False, dict(features=2, kernel_size=(4, 3),
+                                      padding=((2, 1), (0, 2))), (2, 7, 9, 8)),
     # ESPCN: 5x5 and 3x3 'SAME'.
     "espcn_5x5_same": (False, dict(features=4, kernel_size=(5, 5), padding="SAME"),
                        (2, 7, 9, 1)),
@@ -74,7 +82,8 @@ CASES = {
                       (2, 7, 3)),
 }
 
-SHARDED = ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2", "unet_t2x2_s2"]
+SHARDED = ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2", "unet_t2x2_s2",
+           "thin_3x3_same_to1", "valid_5x5_cin8"]
 
 
 def _layers(name):
@@ -297,6 +306,37 @@ def test_split_weight_gradient_matches_flax(name):
   assert " all-reduce(" in hlo
 
 
+def test_thin_output_layers_take_the_shifted_matmul_form():
+  """conv.is_thin_out: stride 1, undilated, Cout * taps <= 32, Cin >= 8; nothing else."""
+  dn = ("NHWC", "HWIO", "NHWC")
+
+  def thin(x_shape, w_shape, strides=(1, 1), padding="SAME", wgrad="auto", dilation=None):
+    x, w = jnp.ones(x_shape), jnp.ones(w_shape)
+    f = functools.partial(conv.conv_general_dilated, wgrad=wgrad)
+    return "_thin_conv" in str(jax.make_jaxpr(lambda x, w: f(
+        x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=dn))(x, w))
+
+  assert thin((2, 9, 9, 64), (3, 3, 64, 1))              # DnCNN's last layer
+  assert thin((2, 21, 21, 32), (5, 5, 32, 1), padding="VALID")  # SRCNN's last layer
+  assert thin((2, 9, 9, 8), (3, 3, 8, 3))                # 27 columns
+  assert not thin((2, 9, 9, 8), (3, 3, 8, 4))            # 36 columns
+  assert not thin((2, 9, 9, 7), (3, 3, 7, 1))            # too few input channels
+  assert not thin((2, 9, 9, 64), (3, 3, 64, 1), strides=(2, 2))
+  assert not thin((2, 9, 9, 64), (3, 3, 64, 1), dilation=(2, 2))
+  assert not thin((2, 9, 9, 64), (3, 3, 64, 1), wgrad="xla")
+  assert not thin((2, 9, 9, 64), (3, 3, 64, 1), padding=((-1, 1), (1, 1)))
+  assert not thin((2, 9, 9, 1), (3, 3, 1, 64))            # the first layer: XLA's kernel
+  # The forward is the convolution (up to summation order), on an asymmetric padding.
+  x = jax.random.normal(jax.random.key(1), (3, 6, 8, 16))
+  w = jax.random.normal(jax.random.key(2), (4, 3, 16, 2))
+  pads = ((2, 0), (1, 3))
+  got = conv.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=dn)
+  want = lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=dn,
+                                  precision=lax.Precision.HIGHEST)
+  assert got.shape == want.shape == (3, 5, 10, 2)
+  _assert_close(got, want, 1e-6, "thin forward")
+
+
 def test_split_policy_by_name_and_in_the_dncnn_step_jaxpr():
   x = jax.random.normal(jax.random.key(1), (16, 5, 5, 2))
   w = jax.random.normal(jax.random.key(2), (3, 3, 2, 3))
@@ -334,7 +374,8 @@ def test_valid_convolutions_are_computed_padded_and_cropped():
 
 @pytest.mark.parametrize("name", ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2",
                                   "3x3_s2_explicit_dilated", "t3x3_explicit_dilated",
-                                  "srcnn_5x5_valid", "valid_5x5_cin8"])
+                                  "srcnn_5x5_valid", "valid_5x5_cin8",
+                                  "thin_4x3_explicit"])
 def test_second_order_gradients_match_flax(name):
   """Gradient-penalty style terms (WGAN-GP, R1): d/dparams of ||d<layer(x), c>/dx||^2.
 
