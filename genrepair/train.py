@@ -293,6 +293,14 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         f" {results['num_images']} images, {results['seconds']:.0f}s)")
     return {"psnr": results["psnr"], "ssim": results["ssim"]}
 
+  # Several CPU devices in one process share one thread pool, and XLA:CPU runs the
+  # independent collectives of a step concurrently, in an order that can differ between
+  # devices. With steps queued asynchronously, both pool threads can end up waiting in
+  # two different all-reduces, each for the other device: XLA aborts the process after
+  # 40 s ("Termination timeout for all reduce"; SRCNN `runlocal` with `--cpu_devices 2`,
+  # within 20 steps). Waiting for each step before queueing the next avoids it.
+  one_step_at_a_time = (jax.default_backend() == "cpu"
+                        and len(mesh.local_devices) > 1)
   pending, last, stopped_by, first = [], {}, None, True
   t_start = time.perf_counter()
   with _StopOnSignal() as stop:
@@ -303,6 +311,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
         state, metrics = step_fn_for(step)(state, batch, train_rng)
       step += 1
       pending.append(metrics)
+      if one_step_at_a_time:
+        jax.block_until_ready(metrics)
       if first:
         first = False
         jax.block_until_ready(metrics)

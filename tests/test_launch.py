@@ -176,3 +176,22 @@ def test_usage_errors(tmp_path):
   r = _run([sys.executable, "launch.py", "sample", "--workdir", str(tmp_path / "none"),
             "-o", str(tmp_path / "g.png")], timeout=60)
   assert r.returncode != 0 and "No checkpoints in" in r.stderr
+
+
+def test_many_cpu_devices_train_without_collective_deadlock(tmp_path):
+  """Steps queued asynchronously on several CPU devices of one process used to deadlock.
+
+  XLA:CPU runs a step's independent all-reduces concurrently, in an order that can differ
+  between devices that share one thread pool; with many steps in flight both pool threads
+  ended up waiting in different all-reduces and XLA aborted after 40 s ("Termination
+  timeout for all reduce"): SRCNN ``runlocal`` on 8 devices, 200 steps, 3 of 3 runs
+  before ``train.run`` waited for each step on multi-device CPU meshes; 2 devices: 1 of
+  2 runs. (8 devices here: tests/conftest.py's XLA flag.)
+  """
+  workdir = str(tmp_path / "srcnn")
+  r = _run([sys.executable, "launch.py", "train", "--config", "experiments/srcnn_x3.py:runlocal",
+            "--workdir", workdir, "--config.train.num_steps=200",
+            "--config.train.log_every=200", "--config.train.sample_every=0",
+            "--config.train.checkpoint_every=0", "--config.eval.every=0"], timeout=400)
+  assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+  assert "Done: 200 steps." in r.stdout + r.stderr
