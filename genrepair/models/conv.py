@@ -88,8 +88,9 @@ matmul against the shifted copies of the thin output gradient
 (:func:`thin_out_weight_grad`); XLA's kernels are built for wide outputs and its weight
 gradient transposes both operands. One core, per-device shapes: SRCNN's last layer
 forward 3.2 -> 1.4 ms and weight gradient 6.8 -> 3.0 ms (32 images of 37x37); DnCNN's
-0.9 -> 0.7 and 2.2 -> 0.8 ms (8 of 40x40). SRCNN's train step (batch 64, 2 devices,
-alternated with PyTorch): ratio 1.05 -> 0.83; DnCNN-S's 1.10 -> 1.05.
+0.9 -> 0.7 and 2.2 -> 0.8 ms (8 of 40x40). Train steps (2 devices, JAX only, this form
+off / on in alternating processes): SRCNN (batch 64) 58.8 -> 53.8 ms, DnCNN-S (batch 16)
+474 -> 445 ms (README, Performance).
 
 :class:`Conv` and :class:`ConvTranspose` are drop-in subclasses of ``flax.linen.Conv`` and
 ``flax.linen.ConvTranspose``: same fields, parameter names (``kernel``, ``bias``), shapes
@@ -489,7 +490,7 @@ def thin_out_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
   input pixel, and output ``(h, w)`` (row ``p = h * Wp + w``) sums ``Z[p + i * Wp + j, tap
   (i, j)]`` over the taps. For few output columns (``T * Cout``, e.g. SRCNN's 5x5 32 -> 1
   layer: 25) this beats XLA:CPU's convolution kernel, which is built for wide outputs
-  (``benchmarks/README.md``); the same numbers up to float summation order.
+  (measurements in the module docstring); the same numbers up to float summation order.
 
   Args:
     cfg: stride-1, undilated, non-negative padding (see :func:`is_thin_out`).
