@@ -297,8 +297,9 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   # independent collectives of a step concurrently, in an order that can differ between
   # devices. With steps queued asynchronously, both pool threads can end up waiting in
   # two different all-reduces, each for the other device: XLA aborts the process after
-  # 40 s ("Termination timeout for all reduce"; SRCNN `runlocal` with `--cpu_devices 2`,
-  # within 20 steps). Waiting for each step before queueing the next avoids it.
+  # 40 s ("Termination timeout for all reduce"; SRCNN `runlocal`, 200 steps: 1 of 2 runs
+  # with `--cpu_devices 2`, 3 of 3 with 8). Waiting for each step before queueing the
+  # next avoids it (tests/test_launch.py).
   one_step_at_a_time = (jax.default_backend() == "cpu"
                         and len(mesh.local_devices) > 1)
   pending, last, stopped_by, first = [], {}, None, True

@@ -482,6 +482,11 @@ def _thin_geometry(cfg: _Config, lhs_shape: Sequence[int], rhs_shape: Sequence[i
   return hp, wp, hp - kh + 1, wp - kw + 1, offsets, hp * wp - offsets[-1]
 
 
+def _thin_rows(cfg: _Config, lhs: jax.Array, hp: int, wp: int) -> jax.Array:
+  """``[B, H, W, Cin]`` zero-padded by ``cfg.pads`` and flattened: ``[B, Hp * Wp, Cin]``."""
+  return jnp.pad(lhs, ((0, 0), *cfg.pads, (0, 0))).reshape(lhs.shape[0], hp * wp, -1)
+
+
 def thin_out_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
   """Forward of a stride-1 2-D convolution as one matmul and a sum of shifted slices.
 
@@ -504,7 +509,7 @@ def thin_out_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
   kh, kw, _, cout = rhs.shape
   hp, wp, ho, wo, offsets, n = _thin_geometry(cfg, lhs.shape, rhs.shape)
   acc = jnp.float32 if jnp.finfo(lhs.dtype).bits < 32 else None
-  rows = jnp.pad(lhs, ((0, 0), *cfg.pads, (0, 0))).reshape(b, hp * wp, cin)
+  rows = _thin_rows(cfg, lhs, hp, wp)
   z = lax.dot_general(rows, rhs.transpose(2, 0, 1, 3).reshape(cin, kh * kw * cout),
                       (((2,), (0,)), ((), ())), precision=cfg.precision,
                       preferred_element_type=acc)  # [B, Hp * Wp, T * Cout]
@@ -539,7 +544,7 @@ def thin_out_weight_grad(cfg: _Config, lhs: jax.Array, g: jax.Array,
   kh, kw, _, cout = rhs_shape
   hp, wp, ho, wo, offsets, n = _thin_geometry(cfg, lhs.shape, rhs_shape)
   acc = jnp.float32 if jnp.finfo(lhs.dtype).bits < 32 else None
-  rows = jnp.pad(lhs, ((0, 0), *cfg.pads, (0, 0))).reshape(b, hp * wp, cin)
+  rows = _thin_rows(cfg, lhs, hp, wp)
   g = jnp.pad(g, ((0, 0), (0, hp - ho), (0, wp - wo), (0, 0))).reshape(b, hp * wp, cout)
   g_t = g[:, :n].transpose(0, 2, 1)  # [B, Cout, n]: rows >= n hold no output
   shifted = jnp.concatenate([jnp.pad(g_t, ((0, 0), (0, 0), (o, hp * wp - n - o)))
