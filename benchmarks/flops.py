@@ -338,10 +338,13 @@ def gan_step_flops(g: Sequence[Conv], d: Sequence[Conv], batch: int) -> int:
 
 def step_flops(model: str, config: ml_collections.ConfigDict) -> int | None:
   """Analytic FLOPs of one train step of a benchmark ``model`` under ``config``; None for
-  ``wgan_gp`` (its gradient penalty differentiates the critic twice: XLA's count only)."""
+  ``wgan_gp`` and ``stylegan2`` (the gradient penalty, R1 and the path length term
+  differentiate a network twice: XLA's count only)."""
   batch = int(config.train.batch_size)
   if model == "wgan_gp":
     check_wgan_gp_config(config)
+    return None
+  if model == "stylegan2":
     return None
   if model in ("dcgan", "lsgan", "sngan"):
     return gan_step_flops(*dcgan_layers(config), batch)

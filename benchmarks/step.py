@@ -27,7 +27,14 @@ Configs: ``experiments/dcgan_mnist.py``, ``lsgan_mnist.py``, ``sngan_mnist.py`` 
 ``runlocal`` (CPU) variants of
 ``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``,
 ``wgan_gp_mnist.py`` (5 critic updates of 64 + one G update per step),
-``cyclegan_digits.py``; ``--batch`` overrides the batch.
+``cyclegan_digits.py``, and ``stylegan2_digits.py``; ``--batch`` overrides the batch.
+
+Lazy regularisers (StyleGAN2: R1 every 16 steps, path length every 4) make steps unequal:
+for such a model the timed unit is one whole cycle of ``lcm(r1_every, pl_every)``
+consecutive steps on both sides (each side keeps its own step counter and runs the lazy
+terms on the same schedule as training: genrepair compiles one program per variant, as
+``train.run`` does), and the reported time per step is the cycle's time divided by its
+length: the mean over the schedule, not the median of the cheap steps.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -83,6 +92,7 @@ BENCHES = {
     "vae": Bench("vae_mnist", "runlocal", None),
     "wgan_gp": Bench("wgan_gp_mnist", "runlocal", None),
     "cyclegan": Bench("cyclegan_digits", "runlocal", None),
+    "stylegan2": Bench("stylegan2_digits", None, None),
 }
 
 
@@ -154,7 +164,7 @@ def _xla_flops(compiled: Any) -> float | None:
 
 def _param_counts(model: str, state: Any) -> dict[str, int]:
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
-  if model in ("dcgan", "lsgan", "sngan", "wgan_gp"):
+  if model in ("dcgan", "lsgan", "sngan", "wgan_gp", "stylegan2"):
     return {"generator": size(state.g_params), "discriminator": size(state.d_params)}
   if model == "vae":
     return {"encoder": size(state.params["encoder"]), "decoder": size(state.params["decoder"])}
@@ -164,8 +174,23 @@ def _param_counts(model: str, state: Any) -> dict[str, int]:
   return {"model": size(state.params)}
 
 
+def lazy_cycle(config: ml_collections.ConfigDict) -> int:
+  """Steps in one cycle of the lazy regularisers: ``lcm`` of ``train.r1_every`` (with an
+  R1 weight) and ``train.pl_every`` (with a path length weight); 1 without lazy terms."""
+  tc, intervals = config.train, [1]
+  if float(config.losses.get("d", {}).get("r1_penalty", 0.0)) > 0:
+    intervals.append(int(tc.get("r1_every", 1)))
+  if float(config.losses.get("g", {}).get("path_length", 0.0)) > 0:
+    intervals.append(int(tc.get("pl_every", 1)))
+  return math.lcm(*intervals)
+
+
 class JaxStep:
-  """genrepair's jitted, donating train step on a ``devices``-device mesh, and its state."""
+  """genrepair's jitted, donating train step on a ``devices``-device mesh, and its state.
+
+  Tasks with lazy regularisers (``task.step_variant``) get one compiled program per
+  variant, chosen from a host step counter, as in ``genrepair.train.run``.
+  """
 
   def __init__(self, model: str, config: ml_collections.ConfigDict, devices: int = 1):
     if devices > len(jax.devices()):
@@ -175,25 +200,47 @@ class JaxStep:
     repl = sharding.replicated(self.mesh)
     self.state = jax.jit(self.task.init, out_shardings=state_sharding)(init_rng)
     self.params = _param_counts(model, self.state)
+    self.step = 0
+    self._variant = getattr(self.task, "step_variant", lambda step: None)
+    self._fns: dict[Any, Any] = {}
     # As genrepair.train.run: the old state's buffers are donated to the new one.
-    self.fn = jax.jit(self.task.train_step, donate_argnums=0,
-                      out_shardings=(state_sharding, repl))
+    self._jit = lambda fn: jax.jit(fn, donate_argnums=0, out_shardings=(state_sharding, repl))
+
+  def fn(self, variant: Any) -> Any:
+    """The jitted step of one lazy-regulariser variant (None: the only one)."""
+    if variant not in self._fns:
+      self._fns[variant] = self._jit(
+          self.task.train_step if variant is None
+          else functools.partial(self.task.train_step, variant=variant))
+    return self._fns[variant]
 
   def __call__(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    fn = self.fn(self._variant(self.step))
     with jax.transfer_guard("disallow"):  # as train.run: no hidden host<->device copies
-      self.state, metrics = self.fn(self.state, batch, self.rng)
+      self.state, metrics = fn(self.state, batch, self.rng)
     jax.block_until_ready((self.state, metrics))
+    self.step += 1
     return metrics
 
-  def first_call(self, batch: dict[str, jax.Array]) -> tuple[float, float | None]:
-    """Runs the first step; returns ``(seconds incl. tracing + compilation, XLA FLOPs)``."""
+  def first_call(self, batch: dict[str, jax.Array], cycle: int = 1
+                 ) -> tuple[float, float | None]:
+    """Runs the first ``cycle`` steps (compiling every variant); returns ``(seconds incl.
+    tracing + compilation, XLA FLOPs per step averaged over the cycle)``."""
     t0 = time.perf_counter()
-    self(batch)
+    variants = []
+    for _ in range(cycle):
+      variants.append(self._variant(self.step))
+      self(batch)
     seconds = time.perf_counter() - t0
-    # Served from jit's cache: the executable that just ran, not a second compilation.
-    compiled = self.fn.lower(self.state, batch, self.rng).compile()
-    flops = _xla_flops(compiled)  # XLA counts one device's (SPMD-partitioned) program
-    return seconds, None if flops is None else flops * self.mesh.size
+    total = 0.0
+    for variant in variants:
+      # Served from jit's cache: the executable that just ran, not a second compilation.
+      flops = _xla_flops(self.fn(variant).lower(self.state, batch, self.rng).compile())
+      if flops is None:
+        return seconds, None
+      total += flops
+    # XLA counts one device's (SPMD-partitioned) program.
+    return seconds, total / cycle * self.mesh.size
 
 
 def torch_step(model: str, config: ml_collections.ConfigDict, host_batch: dict[str, Any],
@@ -269,17 +316,21 @@ def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
                        "devices": devices,
                        "flops_analytic": analytic}
   device_batch = sharding.to_global(host, step.mesh)
-  r["compile_s"], r["flops_xla"] = step.first_call(device_batch)
+  cycle = r["cycle"] = lazy_cycle(config)
+  r["compile_s"], r["flops_xla"] = step.first_call(device_batch, cycle)
   r["params"] = step.params
   fns = [lambda: step(device_batch)]
   if use_torch:
     fn, r["torch_first_s"] = torch_step(model, config, host, threads, step.params)
     fns.append(fn)
     r["torch_threads"] = threads
+  if cycle > 1:  # time whole lazy cycles: one "step" of the timing is `cycle` steps
+    fns = [lambda f=f: [f() for _ in range(cycle)] for f in fns]
   if interleave:
     times = _time_interleaved(fns, steps, warmup)
   else:  # JAX's steps, then PyTorch's
     times = [_timed(fn, steps, warmup) for fn in fns]
+  times = [[t / cycle for t in ts] for ts in times]  # seconds per train step
   r["jax_ms"], r["jax_times_ms"] = _median_ms(times[0]), [1e3 * t for t in times[0]]
   if use_torch:
     r["torch_ms"], r["torch_times_ms"] = _median_ms(times[1]), [1e3 * t for t in times[1]]

@@ -532,6 +532,9 @@ def _grad_norm(module: nn.Module) -> torch.Tensor:
 def make_step(model: str, config) -> GANStep | RestorationStep | VAEStep | CycleGANStep:
   """The PyTorch train step of benchmark ``model`` for a genrepair experiment ``config``."""
   mc = config.model
+  if model == "stylegan2":
+    from benchmarks import torch_stylegan2  # pylint: disable=import-outside-toplevel
+    return torch_stylegan2.make_step(config)
   if model == "cyclegan":
     v = flops.cyclegan_variant(config)
     o = config.optim.g

@@ -101,6 +101,29 @@ def test_wgan_gp_bench_runs_with_xla_flop_count_only():
   assert r["flops"] > 5 * (fwd(g) + 3 * fwd(d)) + fwd(g) + fwd(d)
 
 
+def test_stylegan2_bench_times_whole_lazy_cycles():
+  """StyleGAN2's lazy terms make steps unequal: the benchmark's unit is one cycle of
+  lcm(r1_every, pl_every) steps, each with the variant training would run, and the FLOPs
+  per step are the cycle's mean (``tiny`` variant, R1 and path length every 2nd step)."""
+  config = step.load_config("stylegan2")
+  assert step.lazy_cycle(config) == 16  # R1 every 16, path length every 4
+  config.model.variant, config.model.z_dim, config.train.batch_size = "tiny", 8, 4
+  config.train.r1_every = config.train.pl_every = 2
+  assert step.lazy_cycle(config) == 2
+  jax_step = step.JaxStep("stylegan2", config)
+  batch = step.sharding.to_global(step.synthetic_batch("stylegan2", config, jax_step.task),
+                                  jax_step.mesh)
+  _, flops_per_step = jax_step.first_call(batch, cycle=2)
+  assert jax_step.step == 2 and set(jax_step._fns) == {(True, True), (False, False)}  # pylint: disable=protected-access
+  per_variant = [step._xla_flops(jax_step.fn(v).lower(jax_step.state, batch, jax_step.rng)  # pylint: disable=protected-access
+                                 .compile()) for v in ((True, True), (False, False))]
+  assert per_variant[0] > 1.5 * per_variant[1] > 0  # the lazy terms differentiate twice
+  assert flops_per_step == pytest.approx(sum(per_variant) / 2)
+  config.losses.d.r1_penalty = 0.0
+  config.losses.g.path_length = 0.0
+  assert step.lazy_cycle(config) == 1  # intervals without a weight do not count
+
+
 def test_wgan_gp_bench_rejects_other_gan_configs():
   with pytest.raises(ValueError, match="d_norm"):
     flops.check_wgan_gp_config(step.load_config("dcgan"))
@@ -181,3 +204,93 @@ def test_torch_gan_losses_equal_genrepair_losses():
         float(np.mean(d_jax(real_logits=real, fake_logits=fake))), rel=1e-6), kind
     assert float(g_torch(tf)) == pytest.approx(
         float(np.mean(g_jax(fake_logits=fake))), rel=1e-6), kind
+
+
+def test_torch_stylegan2_equals_genrepair_stylegan2():
+  """The PyTorch StyleGAN2 reference (fused grouped modulated conv, depthwise-conv FIR,
+  NCHW) with genrepair's weights: generator and discriminator outputs, parameter
+  gradients, R1's input-gradient norms and path lengths against genrepair's (``tiny``
+  variant, inference-mode noise maps), in float64 on both sides (in float32 a few
+  leaky-ReLU inputs within rounding of 0 take the other slope: ~1e-3 relative on some
+  gradients). Needs torch (the bench or fid-ref extra)."""
+  torch = pytest.importorskip("torch")
+  import jax  # pylint: disable=import-outside-toplevel
+  with jax.enable_x64(True):
+    _stylegan2_parity(torch)
+
+
+def _stylegan2_parity(torch):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from benchmarks import torch_stylegan2 as T  # pylint: disable=import-outside-toplevel
+  from genrepair.models import stylegan2  # pylint: disable=import-outside-toplevel
+  from genrepair.tasks import gan  # pylint: disable=import-outside-toplevel
+
+  f64 = jnp.float64
+  g, d = stylegan2.Model(variant="tiny", channels=1)
+  spec = {**stylegan2._DEFAULTS, **stylegan2.VARIANTS["tiny"]}  # pylint: disable=protected-access
+  common = dict(image_size=28, resolution=32, channels=1, channel_base=spec["channel_base"],
+                channel_max=spec["channel_max"])
+  tg = T.Generator(z_dim=8, w_dim=8, mapping_layers=2, mapping_lr_mul=0.01,
+                   style_mixing_prob=0.9, **common).double()
+  td = T.Discriminator(mbstd_group=2, mbstd_features=1, **common).double()
+  gp = g.init(jax.random.key(1), jnp.zeros((1, 8), f64), train=False)["params"]
+  dp = d.init(jax.random.key(2), jnp.zeros((1, 28, 28, 1), f64), train=False)["params"]
+  assert jax.tree.leaves(gp)[0].dtype == f64
+  # Trained-looking parameters: non-zero noise strengths and biases everywhere.
+  gp = jax.tree.map(lambda p, k: p + 0.3 * jax.random.normal(k, p.shape, f64),
+                    gp, _keys_like(jax.random.key(7), gp))
+  T.load_flax_params(tg, gp)
+  T.load_flax_params(td, dp)
+  nchw = lambda a: torch.from_numpy(np.array(a).transpose(0, 3, 1, 2).copy())
+  sizes = [4, 8, 8, 16, 16, 32, 32]  # the noise inputs' resolutions, by noise index
+  const = {i: nchw(jax.random.normal(jax.random.fold_in(jax.random.key(0), i), (1, s, s, 1),
+                                     f64)) for i, s in enumerate(sizes)}
+
+  z = jax.random.normal(jax.random.key(3), (6, 8), f64)
+  y = jax.random.normal(jax.random.key(4), (6, 28, 28, 1), f64) / 28.0
+  x = jax.random.uniform(jax.random.key(5), (6, 28, 28, 1), f64, minval=-1.0, maxval=1.0)
+  img = g.apply({"params": gp}, z, train=False)
+  g_grads = jax.grad(lambda p: jnp.sum(g.apply({"params": p}, z, train=False) * y))(gp)
+  timg = tg(torch.from_numpy(np.array(z)), train=False, const_noise=const)
+  (timg * nchw(y)).sum().backward()
+  np.testing.assert_allclose(timg.detach().numpy().transpose(0, 2, 3, 1), img, rtol=1e-9,
+                             atol=1e-12)
+  _assert_grads_close(tg, g_grads)
+
+  logits = d.apply({"params": dp}, x, train=False)
+  d_grads = jax.grad(lambda p: jnp.sum(d.apply({"params": p}, x, train=False)))(dp)
+  tlogits = td(nchw(x))
+  tlogits.sum().backward()
+  np.testing.assert_allclose(tlogits.detach().numpy(), logits, rtol=1e-9, atol=1e-12)
+  _assert_grads_close(td, d_grads)
+
+  score = lambda v: d.apply({"params": dp}, v, train=False)
+  _, t_sq = T.real_grad_sq(td, nchw(x))
+  np.testing.assert_allclose(t_sq.detach().numpy(), gan.input_gradient_sq_norms(score, x),
+                             rtol=1e-9)
+
+  ws = g.apply({"params": gp}, z, train=False, method="map")
+  synth = lambda v: g.apply({"params": gp}, v, train=False, method="synthesize")
+  t_ws = torch.from_numpy(np.array(ws)).requires_grad_(True)
+  t_len = T.path_lengths(tg, t_ws, nchw(y), const)
+  np.testing.assert_allclose(t_len.detach().numpy(), gan.path_lengths(synth, ws, y),
+                             rtol=1e-9)
+
+
+def _keys_like(key, tree):
+  import jax  # pylint: disable=import-outside-toplevel
+  leaves, treedef = jax.tree.flatten(tree)
+  return jax.tree.unflatten(treedef, list(jax.random.split(key, len(leaves))))
+
+
+def _assert_grads_close(module, grads):
+  """Each torch parameter's gradient against the flax gradient of the same path."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  for name, p in module.named_parameters():
+    want = grads
+    for part in name.split("."):
+      want = want[part]
+    np.testing.assert_allclose(p.grad.numpy(), np.asarray(want), rtol=1e-8, atol=1e-12,
+                               err_msg=name)
