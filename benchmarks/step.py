@@ -8,10 +8,12 @@ r"""Times genrepair's real train step against the same model in eager PyTorch.
 state donation exactly as ``genrepair.train.run`` does it, on a 1-device mesh, fed a
 device-resident synthetic uint8 batch of the experiment's shape; then the PyTorch
 reference (``benchmarks/torch_models.py``) on the same batch: forward, loss, backward,
-Adam, with the restoration degradation done on the fly. Both run in one process,
-alternating step by step (``--order interleaved``, the default: on a shared machine both
-see the same background load) or one after the other (``--order sequential``: all JAX
-steps, then all PyTorch steps). Each side: ``--warmup`` untimed steps, then the median of
+Adam, with the restoration degradation done on the fly. Both run in one process, one
+after the other (``--order sequential``, the default: all JAX steps, then all PyTorch
+steps) or alternating step by step (``--order interleaved``: both see the same background
+load on a shared machine, but PyTorch's OpenMP threads spin for a while after each of its
+steps and slow the JAX step that follows: ESPCN's 22.9 ms sequential, 28.7-31.1 ms
+interleaved). Each side: ``--warmup`` untimed steps, then the median of
 ``--steps`` timed steps (``block_until_ready`` on the JAX outputs; PyTorch CPU
 is synchronous). FLOPs per step come from XLA's ``cost_analysis()`` of the compiled step
 (the analytic count of :mod:`benchmarks.flops` when XLA gives none) and are divided by
@@ -303,7 +305,7 @@ def matmul_peak(n: int, use_torch: bool, reps: int = 10) -> dict[str, float]:
 
 def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
                use_torch: bool, threads: int, peak: float,
-               interleave: bool = True, devices: int = 1) -> dict[str, Any]:
+               interleave: bool = False, devices: int = 1) -> dict[str, Any]:
   """``--mode step`` for one model: the JAX and (optionally) PyTorch measurements."""
   config = load_config(model, batch)
   b = int(config.train.batch_size)
@@ -491,8 +493,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  help="torch.set_num_threads (default: the cores of this process)")
   p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the peak")
   p.add_argument("--no-torch", action="store_true", help="time the JAX side only")
-  p.add_argument("--order", default="interleaved", choices=["interleaved", "sequential"],
+  p.add_argument("--order", default="sequential", choices=["sequential", "interleaved"],
                  help="step mode: JAX and PyTorch steps alternating, or all JAX steps first")
+  p.add_argument("--omp-wait-policy", default="default",
+                 choices=["default", "passive", "active"],
+                 help="PyTorch's OpenMP wait policy; 'default' leaves OMP_WAIT_POLICY as the"
+                      " environment has it (unset: PyTorch's own default)")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
   p.add_argument("--devices", type=int, default=1,
                  help="step mode: shard the batch over this many CPU devices (the process"
@@ -514,12 +520,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   use_torch = args.mode == "step" and not args.no_torch and torch_available()
   if args.mode == "step" and not args.no_torch and not use_torch:
     print(INSTALL_HINT, flush=True)
-  if use_torch and "torch" not in sys.modules:
-    # PyTorch's OpenMP threads spin-wait at every barrier by default; when another process
-    # takes a core they wait for a whole scheduler time slice instead (here, load average
-    # ~4 on 2 cores: ESPCN 470 ms/step instead of 55 ms). Sleeping waits avoid that.
-    # Read once when torch loads; export OMP_WAIT_POLICY=ACTIVE to measure the default.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+  if use_torch and args.omp_wait_policy != "default":
+    # Read once, when torch loads (benchmarks/README.md, OpenMP): PASSIVE helps PyTorch on
+    # a machine loaded by other processes and slows it on an idle one; ACTIVE spins
+    # without end and takes a core from the JAX steps of the same process.
+    if "torch" in sys.modules:
+      raise RuntimeError("--omp-wait-policy: torch is already imported; set"
+                         " OMP_WAIT_POLICY in the environment instead.")
+    os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
   if args.devices > 1:  # before the first use of the backend
     jax.config.update("jax_num_cpu_devices", args.devices)
   meta = machine_info(argv, threads, use_torch)

