@@ -273,17 +273,22 @@ def torch_step(model: str, config: ml_collections.ConfigDict, host_batch: dict[s
 
 
 def _time_interleaved(fns: Sequence[Callable[[], Any]], steps: int,
-                      warmup: int) -> list[list[float]]:
-  """Alternates the ``fns`` step by step; returns each one's ``steps`` durations (s)."""
+                      warmup: int, block: int = 1) -> list[list[float]]:
+  """Alternates the ``fns`` in blocks of ``block`` steps (the last block may be shorter);
+  returns each one's ``steps`` durations (s)."""
   for _ in range(warmup):
     for fn in fns:
       fn()
   times = [[] for _ in fns]
-  for _ in range(steps):
+  done = 0
+  while done < steps:
+    n = min(block, steps - done)
     for fn, t in zip(fns, times):
-      t0 = time.perf_counter()
-      fn()
-      t.append(time.perf_counter() - t0)
+      for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        t.append(time.perf_counter() - t0)
+    done += n
   return times
 
 
@@ -305,7 +310,8 @@ def matmul_peak(n: int, use_torch: bool, reps: int = 10) -> dict[str, float]:
 
 def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
                use_torch: bool, threads: int, peak: float,
-               interleave: bool = False, devices: int = 1) -> dict[str, Any]:
+               interleave: bool = False, devices: int = 1, block: int = 1
+               ) -> dict[str, Any]:
   """``--mode step`` for one model: the JAX and (optionally) PyTorch measurements."""
   config = load_config(model, batch)
   b = int(config.train.batch_size)
@@ -329,7 +335,7 @@ def bench_step(model: str, *, steps: int, warmup: int, batch: int | None,
   if cycle > 1:  # time whole lazy cycles: one "step" of the timing is `cycle` steps
     fns = [lambda f=f: [f() for _ in range(cycle)] for f in fns]
   if interleave:
-    times = _time_interleaved(fns, steps, warmup)
+    times = _time_interleaved(fns, steps, warmup, block)
   else:  # JAX's steps, then PyTorch's
     times = [_timed(fn, steps, warmup) for fn in fns]
   times = [[t / cycle for t in ts] for ts in times]  # seconds per train step
@@ -499,6 +505,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                  choices=["default", "passive", "active"],
                  help="PyTorch's OpenMP wait policy; 'default' leaves OMP_WAIT_POLICY as the"
                       " environment has it (unset: PyTorch's own default)")
+  p.add_argument("--block", type=int, default=1,
+                 help="--order interleaved: alternate the two sides every BLOCK steps")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
   p.add_argument("--devices", type=int, default=1,
                  help="step mode: shard the batch over this many CPU devices (the process"
@@ -508,6 +516,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.error("--steps must be >= 1 and --warmup >= 0.")
   if args.devices < 1:
     p.error("--devices must be >= 1.")
+  if args.block < 1:
+    p.error("--block must be >= 1.")
   return args
 
 
@@ -542,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for m in models:
       r = bench_step(m, steps=args.steps, warmup=args.warmup, batch=args.batch,
                      use_torch=use_torch, threads=threads, peak=peak,
-                     interleave=args.order == "interleaved", devices=args.devices)
+                     interleave=args.order == "interleaved", devices=args.devices,
+                     block=args.block)
       results.append(r)
       print(f"{m}: jax {r['jax_ms']:.1f} ms, torch {_f(r.get('torch_ms'), '.1f')} ms;"
             f" {r['flops'] / 1e9:.3f} GFLOP/step ({r['flops_source']}; analytic conv/dense"
@@ -558,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     table = pipeline_table(results)
   meta["load_avg_end"] = list(os.getloadavg())
   meta["steps"], meta["warmup"], meta["mode"] = args.steps, args.warmup, args.mode
-  meta["order"] = args.order
+  meta["order"], meta["block"] = args.order, args.block
   print(f"\n{table}\n")
   print(f"{meta['date']}; {meta['cpu']}, {meta['cores']} cores; jax {meta['jax']}"
         + (f", torch {meta['torch']} ({threads} threads, OMP_WAIT_POLICY="

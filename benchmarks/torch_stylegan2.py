@@ -302,7 +302,7 @@ def load_flax_params(module: nn.Module, params: Any) -> None:
       node = params
       for part in name.split("."):
         node = node[part]
-      value = np.asarray(node)
+      value = np.array(node)  # a writable copy (torch.from_numpy warns on read-only arrays)
       if tuple(value.shape) != tuple(p.shape):
         raise ValueError(f"{name}: flax {value.shape} vs torch {tuple(p.shape)}.")
       p.copy_(torch.from_numpy(value).to(p.dtype))
