@@ -235,12 +235,12 @@ class JaxStep:
       self(batch)
     seconds = time.perf_counter() - t0
     total = 0.0
-    for variant in variants:
+    for variant in set(variants):  # each distinct program once, weighted by its count
       # Served from jit's cache: the executable that just ran, not a second compilation.
       flops = _xla_flops(self.fn(variant).lower(self.state, batch, self.rng).compile())
       if flops is None:
         return seconds, None
-      total += flops
+      total += flops * variants.count(variant)
     # XLA counts one device's (SPMD-partitioned) program.
     return seconds, total / cycle * self.mesh.size
 
