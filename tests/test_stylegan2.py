@@ -203,6 +203,7 @@ def test_minibatch_stddev_matches_numpy():
 @pytest.mark.parametrize("variant,channels,kw,g_count,d_count", [
     ("tiny", 1, {}, 5_195, 5_409),
     ("digits32", 1, {}, 344_795, 218_417),
+    ("wide32", 1, {}, 1_529_099, 1_346_049),
     ("ffhq256", 3, {}, 30_034_338, 28_864_129),
     # Config F at 1024x1024: the generator count of the paper's released networks.
     ("ffhq256", 3, dict(resolution=1024, image_size=1024), 30_370_060, 29_012_513),

@@ -46,9 +46,12 @@ Variants (``Model(variant=...)``); parameter counts for z_dim = w_dim, pinned in
 |---|---|---|---|---|---|---|
 | ``tiny`` (tests) | 1 | 28 / 32 | 8, 8, 8, 8 | 8, 2 layers | 5,195 | 5,409 |
 | ``digits32`` | 1 | 28 / 32 | 64, 64, 32, 16 | 128, 8 layers | 344,795 | 218,417 |
+| ``wide32`` | 1 | 28 / 32 | 128, 128, 128, 128 | 256, 2 layers | 1,529,099 | 1,346,049 |
 | ``ffhq256`` (paper, config F) | 3 | 256 / 256 | 512 x5, 256, 128 | 512, 8 layers | 30,034,338 | 28,864,129 |
 
-``ffhq256`` is config F at 256x256 (``channel_base`` 32768, ``channel_max`` 512: the paper
+``wide32`` follows StyleGAN2-ADA's CIFAR-10 networks (Karras et al. 2020b: the same width
+at every resolution, 2 mapping layers, minibatch-stddev group 32) at 128 instead of 512
+channels. ``ffhq256`` is config F at 256x256 (``channel_base`` 32768, ``channel_max`` 512: the paper
 code's ``fmap_base = 16 << 10`` with its ``nf(stage)`` convention). With
 ``resolution=image_size=1024`` the generator has 30,370,060 parameters, which we believe is
 the count of the released config-F FFHQ generator (from memory, not checked against the
@@ -73,6 +76,8 @@ VARIANTS = {
                  mapping_layers=2, mbstd_group=2),
     "digits32": dict(resolution=32, image_size=28, channel_base=512, channel_max=64,
                      w_dim=128, mapping_layers=8, mbstd_group=4),
+    "wide32": dict(resolution=32, image_size=28, channel_base=4096, channel_max=128,
+                   w_dim=256, mapping_layers=2, mbstd_group=32),
     "ffhq256": dict(resolution=256, image_size=256, channel_base=32768, channel_max=512,
                     w_dim=512, mapping_layers=8, mbstd_group=4),
 }
