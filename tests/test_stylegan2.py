@@ -309,6 +309,16 @@ def test_configs_build_and_reject_bad_settings():
   assert c.model.variant == "ffhq256" and "eval" not in c and c.losses.d.r1_penalty == 10.0
   np.testing.assert_allclose(c.optim.g.lr, 0.002 * 4 / 5)
   np.testing.assert_allclose(c.optim.d.b2, 0.99 ** (16 / 17))
+  # The default and the `wide32` recipe as measured (experiments/README.md): gamma 10.
+  c = module.get_config()
+  assert (c.model.variant, c.losses.d.r1_penalty, c.train.num_steps) == ("digits32", 10.0, 10_000)
+  c = module.get_config("wide32")
+  assert (c.model.variant, c.model.z_dim, c.model.style_mixing_prob) == ("wide32", 256, 0.0)
+  assert (c.losses.d.r1_penalty, c.losses.g.path_length, c.train.batch_size) == (10.0, 0.0, 64)
+  np.testing.assert_allclose([c.optim.g.lr, c.optim.d.lr], [0.0025 * 4 / 5, 0.0025 * 16 / 17])
+  np.testing.assert_allclose(c.model.ema_decay, 0.5 ** (64 / 20_000))
+  with pytest.raises(ValueError, match="wide32"):
+    module.get_config("wide")
   bad = _config()
   bad.unlock()
   del bad.model["style_mixing_prob"]  # a StyleGAN2 option DCGAN does not take
