@@ -33,7 +33,7 @@ MNIST digits are 28x28 and StyleGAN2 needs a power-of-two resolution: the networ
 its 28x28 input (real or generated) with 2 pixels of -1 (black) per side, so training,
 sampling and FID-digits all see exactly 28x28 digits and D never sees a generated border.
 A G EMA half-life of ~7k images (the paper: 10k images over a 25M-image run;
-StyleGAN2-ADA ramps it to 5% of the images seen, which is ~8k at the end of this run).
+StyleGAN2-ADA ramps it to 5% of the images seen, which is 16k at the end of this run).
 
 ``wide32``: StyleGAN2-ADA's CIFAR-10 recipe (Karras et al. NeurIPS 2020, its ``cifar``
 config: one width at every resolution, 2 mapping layers, minibatch-stddev group 32, no
@@ -53,7 +53,7 @@ experiments/README.md has the commands and the grids):
   steps, 470.3 / 2.38 at 2,000, 246.7 / 4.45 at 3,000, 135.0 / 6.62 at 4,000, 105.7 /
   7.45 at 5,000, 71.6 / 7.98 at 6,000, 50.9 / 8.29 at 7,000, 39.1 / 8.56 at 8,000, 31.2
   / 8.69 at 9,000, **31.5 / 8.81 at 10,000** (DCGAN: 100.3 at 3,000 steps of batch 64);
-- ``wide32`` on one H200 (JAX 0.11.2, 5 runs sharing the GPU, ~4 min for 5,000 steps):
+- ``wide32`` on one H200 (JAX 0.11.2, 5 runs sharing the GPU, ~4.5 min for 5,000 steps):
   110.5 / 7.00 at 2,500 steps, **12.2 / 8.75 at 5,000** (IS of the real digits: 9.82).
 
 R1 gamma is what made it work. Until 2026-11-30 this config used gamma 0.01, StyleGAN2-ADA's
