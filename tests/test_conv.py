@@ -51,6 +51,9 @@ CASES = {
                                              use_bias=False), (2, 7, 9, 8)),
     "thin_4x3_explicit": (False, dict(features=2, kernel_size=(4, 3),
                                       padding=((2, 1), (0, 2))), (2, 7, 9, 8)),
+    # CycleGAN's c7s1-1 output layer: 7x7 to one channel, 'VALID' after reflection padding.
+    "thin_7x7_valid_to1": (False, dict(features=1, kernel_size=(7, 7), padding="VALID"),
+                           (2, 11, 13, 8)),
     # ESPCN: 5x5 and 3x3 'SAME'.
     "espcn_5x5_same": (False, dict(features=4, kernel_size=(5, 5), padding="SAME"),
                        (2, 7, 9, 1)),
@@ -281,7 +284,8 @@ def test_split_weight_gradient_matches_flax(name):
   y_ref, gp_ref, gx_ref = _value_and_grads(plain)(params, x, c)
   y, gp, gx = _value_and_grads(fast)(params, x, c)
   _assert_close(y, y_ref, 0.0, f"{name} forward")  # the same XLA convolution
-  _assert_close(gx, gx_ref, 0.0, f"{name} input gradient")  # XLA's own rule
+  # A transposed convolution (strided layers): the sub-pixel form, summation order only.
+  _assert_close(gx, gx_ref, 1e-6, f"{name} input gradient")
   _assert_close(gp, gp_ref, 1e-5, f"{name} parameter gradients")
   # One chunk's gradient alone is far from the whole (the test sees every chunk).
   cfg = conv._Config((1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), None)  # pylint: disable=protected-access
@@ -307,7 +311,7 @@ def test_split_weight_gradient_matches_flax(name):
 
 
 def test_thin_output_layers_take_the_shifted_matmul_form():
-  """conv.is_thin_out: stride 1, undilated, Cout * taps <= 32, Cin >= 8; nothing else."""
+  """conv.is_thin_out: stride 1, undilated, Cout * taps <= 64, Cin >= 8; nothing else."""
   dn = ("NHWC", "HWIO", "NHWC")
 
   def thin(x_shape, w_shape, strides=(1, 1), padding="SAME", wgrad="auto", dilation=None):
@@ -319,7 +323,9 @@ def test_thin_output_layers_take_the_shifted_matmul_form():
   assert thin((2, 9, 9, 64), (3, 3, 64, 1))              # DnCNN's last layer
   assert thin((2, 21, 21, 32), (5, 5, 32, 1), padding="VALID")  # SRCNN's last layer
   assert thin((2, 9, 9, 8), (3, 3, 8, 3))                # 27 columns
-  assert not thin((2, 9, 9, 8), (3, 3, 8, 4))            # 36 columns
+  assert thin((2, 34, 34, 16), (7, 7, 16, 1), padding="VALID")  # CycleGAN's c7s1-1: 49
+  assert thin((2, 9, 9, 8), (4, 4, 8, 4))                # 64 columns
+  assert not thin((2, 9, 9, 8), (3, 3, 8, 8))            # 72 columns
   assert not thin((2, 9, 9, 7), (3, 3, 7, 1))            # too few input channels
   assert not thin((2, 9, 9, 64), (3, 3, 64, 1), strides=(2, 2))
   assert not thin((2, 9, 9, 64), (3, 3, 64, 1), dilation=(2, 2))
@@ -354,14 +360,14 @@ def test_split_policy_by_name_and_in_the_dncnn_step_jaxpr():
 
 def test_valid_convolutions_are_computed_padded_and_cropped():
   x = jax.random.normal(jax.random.key(1), (2, 9, 11, 8))
-  w = jax.random.normal(jax.random.key(2), (5, 4, 8, 3))
+  w = jax.random.normal(jax.random.key(2), (5, 4, 8, 4))  # 80 columns: not thin
   dn = ("NHWC", "HWIO", "NHWC")
   jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv_general_dilated(
       x, w, (1, 1), "VALID", dimension_numbers=dn))(x, w))
   assert "padding=((2, 2), (1, 2))" in jaxpr and "slice" in jaxpr
   y = conv.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
   want = lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn)
-  assert y.shape == want.shape == (2, 5, 8, 3)
+  assert y.shape == want.shape == (2, 5, 8, 4)
   _assert_close(y, want, 1e-6, "VALID as padded + crop")
   # Not for one input channel (slower there) and never with wgrad='xla'.
   for args in ((x[..., :1], w[:, :, :1]), (x, w)):
@@ -395,3 +401,57 @@ def test_second_order_gradients_match_flax(name):
   for label, layer in (("auto", fast), ("matmul", matmul)):
     _assert_close(penalty(layer)(params, x), want, 1e-5, f"{name} {label} second order")
 
+
+
+def test_subpixel_form_of_input_dilated_convolutions_equals_lax():
+  """conv.subpixel_conv: every phase geometry (1-, 2- and 3-D; phases no tap meets;
+  negative padding), equal to lax's dilated convolution up to summation order."""
+  rng = np.random.default_rng(0)
+  cases = [((7, 9), (4, 4), (2, 2), ((2, 2), (2, 2))),      # DCGAN's 4x4 stride 2 'SAME'
+           ((7,), (1,), (3,), ((0, 0),)),                     # 2 of 3 phases without taps
+           ((5, 6), (2, 3), (3, 2), ((-1, 2), (1, -1))),      # cropping pads
+           ((4, 3, 5), (3, 2, 4), (2, 3, 1), ((1, 0), (2, 1), (0, 3)))]
+  for _ in range(10):
+    n = int(rng.integers(1, 4))
+    kernel = tuple(int(k) for k in rng.integers(1, 6, n))
+    cases.append((tuple(int(s) for s in rng.integers(1, 7, n)), kernel,
+                  tuple(int(d) for d in rng.integers(2, 4, n)),
+                  tuple((int(rng.integers(-1, k + 1)), int(rng.integers(-1, k + 1)))
+                        for k in kernel)))
+  checked = 0
+  for size, kernel, dilation, pads in cases:
+    out = [(s - 1) * d + 1 + lo + hi - k + 1
+           for s, d, (lo, hi), k in zip(size, dilation, pads, kernel)]
+    if min(out) <= 0:
+      continue
+    n = len(size)
+    x = jnp.asarray(rng.standard_normal((2, *size, 3)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*kernel, 3, 8)), jnp.float32)
+    cfg = conv._Config((1,) * n, pads, dilation, (1,) * n, None)  # pylint: disable=protected-access
+    assert conv.is_subpixel(cfg, w.shape)
+    want = lax.conv_general_dilated(x, w, (1,) * n, pads, lhs_dilation=dilation,
+                                    dimension_numbers=conv._channels_last(n),  # pylint: disable=protected-access
+                                    precision=lax.Precision.HIGHEST)
+    got = jax.jit(functools.partial(conv.subpixel_conv, cfg))(x, w)
+    assert got.shape == want.shape, (size, kernel, dilation, pads)
+    _assert_close(got, want, 1e-6, f"sub-pixel {size} {kernel} {dilation} {pads}")
+    checked += 1
+  assert checked >= 10
+
+
+def test_transposed_layers_run_as_subpixel_convolutions(monkeypatch):
+  """The policy: no input-dilated convolution left in the forward of a transposed layer
+  with >= 8 outputs (DCGAN's up0), XLA's form below that and with ``SUBPIXEL`` off."""
+  x = jnp.ones((2, 7, 7, 16))
+
+  def dilated_convs(features):
+    layer = conv.ConvTranspose(features, (4, 4), strides=(2, 2), padding="SAME",
+                               use_bias=False)
+    params = layer.init(jax.random.key(0), x)
+    return str(jax.make_jaxpr(lambda p: layer.apply(p, x))(params)).count(
+        "lhs_dilation=(2, 2)")
+
+  assert dilated_convs(8) == 0
+  assert dilated_convs(7) == 1
+  monkeypatch.setattr(conv, "SUBPIXEL", False)
+  assert dilated_convs(8) == 1
