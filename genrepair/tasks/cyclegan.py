@@ -151,6 +151,17 @@ def query_pool(pool: jax.Array, count: jax.Array, images: jax.Array,
   return pool, count, out
 
 
+def _interleave(x: jax.Array, y: jax.Array) -> jax.Array:
+  """``[x_0, y_0, x_1, y_1, ...]``: two ``[B, ...]`` batches as one ``[2B, ...]`` batch."""
+  return jnp.stack([x, y], axis=1).reshape((2 * x.shape[0],) + x.shape[1:])
+
+
+def _deinterleave(xy: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The inverse of :func:`_interleave`: ``[2B, ...]`` -> ``([B, ...], [B, ...])``."""
+  pairs = xy.reshape((xy.shape[0] // 2, 2) + xy.shape[1:])
+  return pairs[:, 0], pairs[:, 1]
+
+
 def _optimizer(cfg: ml_collections.ConfigDict, num_steps: int,
                where: str) -> tuple[optax.GradientTransformation, Any]:
   """``common.make_optimizer`` plus the ``'linear_decay'`` schedule.
@@ -300,12 +311,16 @@ class CycleGANTask:
       by ``'<part>/<loss>'`` name; ``images`` = ``{'fake_a': F(b), 'fake_b': G(a),
       'rec_a': F(G(a)), 'rec_b': G(F(b))}``.
     """
-    n = real_a.shape[0]
     ident = bool(self.identity_weights)
-    # G sees a (translation) and b (identity) in one pass; F likewise.
-    out_g = self.generate(gen["g"], jnp.concatenate([real_a, real_b]) if ident else real_a)
-    out_f = self.generate(gen["f"], jnp.concatenate([real_b, real_a]) if ident else real_b)
-    fake_b, fake_a = out_g[:n], out_f[:n]
+    # G sees a (translation) and b (identity) in one pass; F likewise. The pass's batch
+    # interleaves the two ([a_0, b_0, a_1, b_1, ...]), so that with the batch sharded
+    # over devices every device keeps its own rows (a concatenation [a; b] moved half of
+    # them between devices, an all-to-all each step).
+    if ident:
+      fake_b, ident_b = _deinterleave(self.generate(gen["g"], _interleave(real_a, real_b)))
+      fake_a, ident_a = _deinterleave(self.generate(gen["f"], _interleave(real_b, real_a)))
+    else:
+      fake_b, fake_a = self.generate(gen["g"], real_a), self.generate(gen["f"], real_b)
     rec_a, rec_b = self.generate(gen["f"], fake_b), self.generate(gen["g"], fake_a)
     parts = {
         "g_ab": (self.g_weights, dict(fake_logits=self.score(d_b_params, fake_b))),
@@ -314,8 +329,8 @@ class CycleGANTask:
         "cycle_bab": (self.cycle_weights, dict(pred=rec_b, target=real_b)),
     }
     if ident:
-      parts["identity_b"] = (self.identity_weights, dict(pred=out_g[n:], target=real_b))
-      parts["identity_a"] = (self.identity_weights, dict(pred=out_f[n:], target=real_a))
+      parts["identity_b"] = (self.identity_weights, dict(pred=ident_b, target=real_b))
+      parts["identity_a"] = (self.identity_weights, dict(pred=ident_a, target=real_a))
     total, terms = jnp.zeros((), jnp.float32), {}
     for part, (weights, inputs) in parts.items():
       t, named = losses.evaluate(weights, **inputs)
