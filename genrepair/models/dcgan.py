@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from genrepair.models import conv
+from genrepair.models import dense
 from genrepair.models import variants
 
 # Sec. 4: "All weights were initialized from a zero-centered Normal distribution with
@@ -98,7 +99,7 @@ class Generator(nn.Module):
     width = self.base_features * 2 ** (n - 1)
     # No bias before BatchNorm: it would be cancelled by the mean subtraction, get a zero
     # gradient and (under Adam's g / (|g| + eps)) drift on rounding noise.
-    x = nn.Dense(start * start * width, use_bias=False, kernel_init=_INIT,
+    x = dense.Dense(start * start * width, use_bias=False, kernel_init=_INIT,
                  name="project")(z)
     x = x.reshape(z.shape[0], start, start, width)  # [B, s, s, C0]
     x = nn.relu(_batch_norm(train)(x))
@@ -171,7 +172,7 @@ class Discriminator(nn.Module):
       x = nn.leaky_relu(x, negative_slope=0.2)
       width *= 2
     x = x.reshape(x.shape[0], -1)
-    return layer(nn.Dense(1, kernel_init=_INIT, name="logit"), "logit", x)[:, 0]  # [B]
+    return layer(dense.Dense(1, kernel_init=_INIT, name="logit"), "logit", x)[:, 0]  # [B]
 
 
 class GANPair(NamedTuple):

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from genrepair.models import conv
+from genrepair.models import dense
 from genrepair.models import variants
 
 LIKELIHOODS = ("bernoulli", "gaussian", "logistic")
@@ -108,8 +109,8 @@ class Encoder(nn.Module):
       x = act(conv.Conv(width, (4, 4), strides=(2, 2), padding="SAME", name=f"down{i}")(x))
     x = x.reshape(x.shape[0], -1)
     for i, width in enumerate(self.hidden):
-      x = act(nn.Dense(width, name=f"hidden{i}")(x))
-    stats = nn.Dense(2 * self.latent_dim, name="to_latent")(x)  # [B, 2 z]
+      x = act(dense.Dense(width, name=f"hidden{i}")(x))
+    stats = dense.Dense(2 * self.latent_dim, name="to_latent")(x)  # [B, 2 z]
     mu, log_var = jnp.split(stats, 2, axis=-1)
     return mu, log_var
 
@@ -154,14 +155,14 @@ class Decoder(nn.Module):
     size, b = self.image_size, z.shape[0]
     x = z
     for i, width in enumerate(self.hidden):
-      x = act(nn.Dense(width, name=f"hidden{i}")(x))
+      x = act(dense.Dense(width, name=f"hidden{i}")(x))
     if not self.features:
-      x = nn.Dense(size * size * heads * self.channels, name="to_image")(x)
+      x = dense.Dense(size * size * heads * self.channels, name="to_image")(x)
       x = x.reshape(b, size, size, heads * self.channels)  # [B, H, W, heads * C]
     else:
       n = len(self.features)
       start = size // 2 ** n
-      x = nn.Dense(start * start * self.features[0], name="project")(x)
+      x = dense.Dense(start * start * self.features[0], name="project")(x)
       x = act(x.reshape(b, start, start, self.features[0]))  # [B, s, s, F0]
       for i, width in enumerate(self.features[1:]):
         # [B, r, r, C] -> [B, 2r, 2r, width]
