@@ -2,16 +2,20 @@
 
 Data parallelism is ``jax.jit`` over a :class:`jax.sharding.Mesh` with batches sharded as
 ``NamedSharding(mesh, P('data'))`` and parameters replicated (``P()``). Under jit, means and
-BatchNorm statistics over the batch are global: no ``pmean`` anywhere.
+BatchNorm statistics over the batch are global: no ``pmean`` in the models. Tasks whose
+losses are means of per-example terms (CycleGAN, the VAE, restoration models without
+BatchNorm) take their gradients through :func:`data_parallel_value_and_grad`, a
+``shard_map`` that reduces every gradient in one flat all-reduce.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
+import jax.flatten_util
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -85,6 +89,77 @@ def to_global(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in host_batch.items()}
+
+
+def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]], mesh: Mesh, *,
+                                 batch_argnums: Sequence[int], aux_specs: Any
+                                 ) -> Callable[..., tuple[tuple[jax.Array, Any], Any]]:
+  """``jax.value_and_grad(fn, has_aux=True)`` with the gradients reduced as one flat array.
+
+  Under ``jit`` with a sharded batch, XLA reduces every weight gradient across devices
+  where it is formed, and combines these reductions into one tuple all-reduce with one
+  buffer per parameter array. XLA:CPU's all-reduce costs ~50 us per buffer (README,
+  Performance: summing 1M floats over 2 devices as 160 arrays 8.1 ms, as one 0.6 ms); the
+  CycleGAN generators' 256 buffers took 13 ms of a ~130 ms step. Here each device
+  differentiates ``fn`` on its own shard of the batch (``jax.shard_map`` over the mesh),
+  the gradients are raveled into one vector, and one ``psum`` averages it over the
+  ``'data'`` axis: the gradient of the mean of the devices' losses, which equals the
+  global loss's gradient when ``fn`` is a mean over examples (equal shards), up to float
+  summation order. Train steps (AMD EPYC, 2 cores, 2 devices, JAX only, this and
+  ``jax.value_and_grad`` alternated in one process, medians): CycleGAN ``digits-small``
+  129.5 -> 111.6 ms, VAE 15.9 -> 14.4 ms, SRCNN 63.2 -> 62.4 ms, ESPCN level (21.3 /
+  21.7 ms); on one device CycleGAN level, VAE 19.4 -> 18.0 ms.
+
+  Requirements on ``fn`` (not checked): its value is a mean over the batch of per-example
+  terms (no BatchNorm statistics or other batch-wide quantities: each device sees only
+  its shard), and it draws no random numbers (draw them outside, for the global batch, and
+  pass them as batch arguments).
+
+  Args:
+    fn: ``fn(params, *args) -> (loss, aux)``; ``loss`` a float32 scalar, differentiated
+      with respect to ``params`` (a pytree of float arrays of one dtype).
+    mesh: the training mesh (``'data'`` axis; other axes replicate).
+    batch_argnums: positions in ``args`` (0 = the first argument after ``params``) of the
+      arrays sharded over ``'data'`` on their leading (batch) axis; the other arguments
+      are replicated (e.g. another network's parameters).
+    aux_specs: a pytree prefix of ``aux``: ``'mean'`` for leaves averaged over the
+      devices (per-shard means, e.g. loss terms), ``'batch'`` for leaves with a leading
+      batch axis (per-example outputs, e.g. generated images).
+
+  Returns:
+    ``g(params, *args) -> ((loss, aux), grads)`` like ``jax.value_and_grad(fn,
+    has_aux=True)``, for use inside ``jit``; ``loss``, ``'mean'`` leaves and ``grads``
+    replicated, ``'batch'`` leaves sharded over ``'data'``.
+
+  Raises:
+    ValueError: an ``aux_specs`` leaf other than ``'mean'`` / ``'batch'``.
+  """
+  batch_argnums = tuple(batch_argnums)
+  for spec in jax.tree.leaves(aux_specs):
+    if spec not in ("mean", "batch"):
+      raise ValueError(f"data_parallel_value_and_grad: aux_specs leaves must be 'mean' or"
+                       f" 'batch', got {spec!r}.")
+  out_aux = jax.tree.map(lambda spec: P(DATA_AXIS) if spec == "batch" else P(), aux_specs)
+
+  def local(params, *args):
+    # Unchecked replication (check_vma=False): the gradient of the replicated ``params``
+    # is this device's own (no implicit psum), and custom VJPs (genrepair.models.conv)
+    # may return device-varying cotangents for replicated inputs.
+    (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(params, *args)
+    flat, unravel = jax.flatten_util.ravel_pytree(grads)
+    grads = unravel(jax.lax.pmean(flat, DATA_AXIS))  # one all-reduce for every parameter
+    aux = jax.tree.map(lambda spec, a: jax.tree.map(
+        lambda leaf: jax.lax.pmean(leaf, DATA_AXIS), a) if spec == "mean" else a,
+                       aux_specs, aux)
+    return (jax.lax.pmean(loss, DATA_AXIS), aux), grads
+
+  def value_and_grad(params, *args):
+    in_specs = (P(),) + tuple(P(DATA_AXIS) if i in batch_argnums else P()
+                              for i in range(len(args)))
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs,
+                         out_specs=((P(), out_aux), P()), check_vma=False)(params, *args)
+
+  return value_and_grad
 
 
 CPU_DEVICES_FLAG = "xla_force_host_platform_device_count"

@@ -74,3 +74,57 @@ def test_cpu_device_count():
   for bad in ("0", "-2", "two", "1.5"):
     with pytest.raises(ValueError, match="--cpu_devices"):
       count(bad, 64, mesh, cores=2, xla_flags="")
+
+
+def test_data_parallel_value_and_grad_equals_value_and_grad_with_one_flat_all_reduce():
+  """A conv + dense model, the batch over the 8 devices: loss, aux and gradients equal
+  jax.value_and_grad's (the global mean's gradient, not the sum over devices), and the
+  gradients are reduced as one flat buffer."""
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from jax.sharding import NamedSharding  # pylint: disable=import-outside-toplevel
+  from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
+  from genrepair.models import conv, dense  # pylint: disable=import-outside-toplevel
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      h = nn.relu(conv.Conv(16, (3, 3), strides=(2, 2))(x))
+      h = conv.ConvTranspose(8, (4, 4), strides=(2, 2))(h)
+      return dense.Dense(3)(h.reshape(h.shape[0], -1))
+
+  mesh = sharding.make_mesh({"data": -1})
+  net = Net()
+  x = jax.random.normal(jax.random.key(0), (16, 8, 8, 2))
+  target = jax.random.normal(jax.random.key(1), (16, 3))
+  scale = jnp.float32(0.5)  # a replicated non-batch argument
+  params = net.init(jax.random.key(2), x)
+
+  def fn(params, x, scale, target):
+    y = net.apply(params, x)
+    loss = jnp.mean((y - target) ** 2) * scale
+    return loss, ({"mse": jnp.mean((y - target) ** 2)}, y)
+
+  batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  args = (jax.device_put(params, sharding.replicated(mesh)), jax.device_put(x, batch),
+          scale, jax.device_put(target, batch))
+  ours = jax.jit(sharding.data_parallel_value_and_grad(
+      fn, mesh, batch_argnums=(0, 2), aux_specs=({"mse": "mean"}, "batch")))
+  (loss, (terms, y)), grads = ours(*args)
+  (want_loss, (want_terms, want_y)), want_grads = jax.jit(
+      jax.value_and_grad(fn, has_aux=True))(params, x, scale, target)
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+  np.testing.assert_allclose(terms["mse"], want_terms["mse"], rtol=1e-6)
+  np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-6)
+  assert y.sharding.spec == P(sharding.DATA_AXIS)
+  for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(w))))
+  # Every gradient in one all-reduce of one flat f32 buffer (+ scalars for loss and aux).
+  hlo = ours.lower(*args).compile().as_text()
+  n_params = sum(p.size for p in jax.tree.leaves(params))
+  reduces = [line for line in hlo.splitlines() if " all-reduce(" in line]
+  assert any(f"f32[{n_params}]" in line.split("all-reduce(")[0] for line in reduces)
+  assert not any(line.split("=")[1].lstrip().startswith("(") and
+                 line.count("f32[") > 3 for line in reduces), reduces
+  with pytest.raises(ValueError, match="'mean' or 'batch'"):
+    sharding.data_parallel_value_and_grad(fn, mesh, batch_argnums=(0,), aux_specs="sum")

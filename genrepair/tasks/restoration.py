@@ -60,7 +60,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from genrepair import deconvolution, degradations, filters, losses, metrics, models
+from genrepair import deconvolution, degradations, filters, losses, metrics, models, sharding
 from genrepair.tasks import common
 
 INPUTS = {"pred", "target"}
@@ -149,7 +149,7 @@ class RestorationTask:
       ValueError: unknown degradation kind or bad parameters, unknown model/loss/optimizer,
         a patch size the scale does not divide; messages name the config key.
     """
-    del mesh  # Everything in the step is per-example: the batch sharding propagates.
+    self.mesh = mesh  # for the data-parallel gradient (train_step)
     self.config = config
     mc, dc = config.model, config.degradation
     # config.model = the family's Model(...) arguments: name, variant and any overrides.
@@ -413,13 +413,19 @@ class RestorationTask:
 
     target = crop_border(clean, self.loss_border)
 
-    def loss_fn(params):
+    def loss_fn(params, x, target):
       out, bs = self.apply(params, state.batch_stats, x, train=True)
       out = crop_border(out, self.loss_border)
       total, terms = losses.evaluate(self.weights, pred=out, target=target)
       return total, (terms, bs, out)
 
-    (loss, (terms, bs, out)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if self.mesh is None or jax.tree.leaves(state.batch_stats):
+      # BatchNorm's statistics span the whole batch: XLA's data parallelism keeps them so.
+      value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    else:  # per-example terms only: one flat gradient all-reduce (sharding module)
+      value_and_grad = sharding.data_parallel_value_and_grad(
+          loss_fn, self.mesh, batch_argnums=(0, 1), aux_specs=("mean", "mean", "batch"))
+    (loss, (terms, bs, out)), grads = value_and_grad(state.params, x, target)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),

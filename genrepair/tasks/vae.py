@@ -45,7 +45,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from genrepair import losses, models, writers
+from genrepair import losses, models, sharding, writers
 from genrepair.losses import likelihood as lik
 from genrepair.tasks import common
 
@@ -93,7 +93,7 @@ class VAETask:
       ValueError: unknown model/variant/option, likelihood, a loss selection that does not
         match the likelihood, a bad optimizer; messages name the config key.
     """
-    del mesh  # Everything in the step is per-example: the batch sharding propagates.
+    self.mesh = mesh  # for the data-parallel gradient (train_step)
     self.config = config
     mc = config.model
     kw = {k: v for k, v in mc.items() if k not in ("name", "variant")}
@@ -194,9 +194,10 @@ class VAETask:
     k_data, k_eps = jax.random.split(rng)
     x = self.to_data(k_data, batch["image"])  # [B, H, W, C]
 
-    def loss_fn(params):
+    eps = jax.random.normal(k_eps, (x.shape[0], self.z_dim), jnp.float32)  # [B, Z]
+
+    def loss_fn(params, x, eps):
       mu, log_var = self.encode(params, x)  # [B, Z] each
-      eps = jax.random.normal(k_eps, mu.shape, mu.dtype)
       z = mu + jnp.exp(0.5 * log_var) * eps  # reparameterisation, Sec. 2.4
       decoded = self.decode(params, z)
       total, terms = losses.evaluate(self.weights, x=x, mu=mu, log_var=log_var, **decoded)
@@ -204,8 +205,12 @@ class VAETask:
       kl = lik.kl_normal(mu=mu, log_var=log_var)  # [B]
       return total, (terms, jnp.mean(recon), jnp.mean(kl))
 
-    (loss, (terms, recon, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    # Every term is a batch mean: gradients per device, one flat all-reduce (see
+    # sharding.data_parallel_value_and_grad); plain value_and_grad without a mesh.
+    value_and_grad = (jax.value_and_grad(loss_fn, has_aux=True) if self.mesh is None else
+                      sharding.data_parallel_value_and_grad(
+                          loss_fn, self.mesh, batch_argnums=(0, 1), aux_specs="mean"))
+    (loss, (terms, recon, kl)), grads = value_and_grad(state.params, x, eps)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     elbo = -(recon + kl)
