@@ -102,7 +102,7 @@ def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]], mesh:
   Performance: summing 1M floats over 2 devices as 160 arrays 8.1 ms, as one 0.6 ms); the
   CycleGAN generators' 256 buffers took 13 ms of a ~130 ms step. Here each device
   differentiates ``fn`` on its own shard of the batch (``jax.shard_map`` over the mesh),
-  the gradients are raveled into one vector, and one ``psum`` averages it over the
+  the gradients are raveled into one vector, and one ``pmean`` averages it over the
   ``'data'`` axis: the gradient of the mean of the devices' losses, which equals the
   global loss's gradient when ``fn`` is a mean over examples (equal shards), up to float
   summation order. Train steps (AMD EPYC, 2 cores, 2 devices, JAX only, this and
