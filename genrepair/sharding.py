@@ -91,7 +91,8 @@ def to_global(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax
           for k, v in host_batch.items()}
 
 
-def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]], mesh: Mesh, *,
+def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]],
+                                 mesh: Mesh | None, *,
                                  batch_argnums: Sequence[int], aux_specs: Any
                                  ) -> Callable[..., tuple[tuple[jax.Array, Any], Any]]:
   """``jax.value_and_grad(fn, has_aux=True)`` with the gradients reduced as one flat array.
@@ -118,7 +119,9 @@ def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]], mesh:
   Args:
     fn: ``fn(params, *args) -> (loss, aux)``; ``loss`` a float32 scalar, differentiated
       with respect to ``params`` (a pytree of float arrays of one dtype).
-    mesh: the training mesh (``'data'`` axis; other axes replicate).
+    mesh: the training mesh (``'data'`` axis; other axes replicate), or None: then
+      plain ``jax.value_and_grad(fn, has_aux=True)`` (a task built without a mesh, or
+      one whose ``fn`` does not meet the requirements, e.g. with BatchNorm).
     batch_argnums: positions in ``args`` (0 = the first argument after ``params``) of the
       arrays sharded over ``'data'`` on their leading (batch) axis; the other arguments
       are replicated (e.g. another network's parameters).
@@ -139,6 +142,8 @@ def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]], mesh:
     if spec not in ("mean", "batch"):
       raise ValueError(f"data_parallel_value_and_grad: aux_specs leaves must be 'mean' or"
                        f" 'batch', got {spec!r}.")
+  if mesh is None:
+    return jax.value_and_grad(fn, has_aux=True)
   out_aux = jax.tree.map(lambda spec: P(DATA_AXIS) if spec == "batch" else P(), aux_specs)
 
   def local(params, *args):

@@ -126,5 +126,12 @@ def test_data_parallel_value_and_grad_equals_value_and_grad_with_one_flat_all_re
   assert any(f"f32[{n_params}]" in line.split("all-reduce(")[0] for line in reduces)
   assert not any(line.split("=")[1].lstrip().startswith("(") and
                  line.count("f32[") > 3 for line in reduces), reduces
+  # Without a mesh: jax.value_and_grad itself.
+  (loss, _), grads = jax.jit(sharding.data_parallel_value_and_grad(
+      fn, None, batch_argnums=(0, 2), aux_specs=({"mse": "mean"}, "batch")))(
+          params, x, scale, target)
+  assert float(loss) == float(want_loss)
+  for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+    np.testing.assert_array_equal(g, w)
   with pytest.raises(ValueError, match="'mean' or 'batch'"):
     sharding.data_parallel_value_and_grad(fn, mesh, batch_argnums=(0,), aux_specs="sum")

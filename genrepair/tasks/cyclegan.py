@@ -367,8 +367,8 @@ class CycleGANTask:
     real_b = self.jitter(k_jit_b, self.to_float(batch["image_b"]))
 
     gen = {"g": state.g_params, "f": state.f_params}
-    g_value_and_grad = self._value_and_grad(self.generator_losses, batch_argnums=(2, 3),
-                                            aux_specs=("mean", "batch"))
+    g_value_and_grad = sharding.data_parallel_value_and_grad(
+        self.generator_losses, self.mesh, batch_argnums=(2, 3), aux_specs=("mean", "batch"))
     (g_loss, (g_terms, images)), g_grads = g_value_and_grad(
         gen, state.d_a_params, state.d_b_params, real_a, real_b)
     g_updates, gen_opt_state = self.tx_gen.update(g_grads, state.gen_opt_state, gen)
@@ -393,8 +393,8 @@ class CycleGANTask:
       return t_a + t_b, (terms, scores)
 
     disc = {"d_a": state.d_a_params, "d_b": state.d_b_params}
-    d_value_and_grad = self._value_and_grad(d_loss_fn, batch_argnums=(0, 1, 2, 3),
-                                            aux_specs=("mean", "batch"))
+    d_value_and_grad = sharding.data_parallel_value_and_grad(
+        d_loss_fn, self.mesh, batch_argnums=(0, 1, 2, 3), aux_specs=("mean", "batch"))
     (d_loss, (d_terms, scores)), d_grads = d_value_and_grad(disc, real_a, shown_a, real_b,
                                                             shown_b)
     d_updates, disc_opt_state = self.tx_disc.update(d_grads, state.disc_opt_state, disc)
@@ -414,14 +414,6 @@ class CycleGANTask:
         "lr_factor": jnp.asarray(self.lr_factor_g(state.step), jnp.float32),
     }
     return new_state, metrics
-
-  def _value_and_grad(self, fn: Any, *, batch_argnums: tuple[int, ...], aux_specs: Any):
-    """``jax.value_and_grad(fn, has_aux=True)``, data-parallel with one flat gradient
-    all-reduce when the task has a mesh (see ``__init__``)."""
-    if self.mesh is None:
-      return jax.value_and_grad(fn, has_aux=True)
-    return sharding.data_parallel_value_and_grad(fn, self.mesh, batch_argnums=batch_argnums,
-                                                 aux_specs=aux_specs)
 
   # ------------------------------------------------------------------ translation
 

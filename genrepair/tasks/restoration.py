@@ -419,12 +419,11 @@ class RestorationTask:
       total, terms = losses.evaluate(self.weights, pred=out, target=target)
       return total, (terms, bs, out)
 
-    if self.mesh is None or jax.tree.leaves(state.batch_stats):
-      # BatchNorm's statistics span the whole batch: XLA's data parallelism keeps them so.
-      value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    else:  # per-example terms only: one flat gradient all-reduce (sharding module)
-      value_and_grad = sharding.data_parallel_value_and_grad(
-          loss_fn, self.mesh, batch_argnums=(0, 1), aux_specs=("mean", "mean", "batch"))
+    # Per-example terms only: one flat gradient all-reduce (sharding module). BatchNorm's
+    # statistics span the whole batch: with it, XLA's own data parallelism (mesh None).
+    value_and_grad = sharding.data_parallel_value_and_grad(
+        loss_fn, None if jax.tree.leaves(state.batch_stats) else self.mesh,
+        batch_argnums=(0, 1), aux_specs=("mean", "mean", "batch"))
     (loss, (terms, bs, out)), grads = value_and_grad(state.params, x, target)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,

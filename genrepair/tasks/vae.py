@@ -207,9 +207,8 @@ class VAETask:
 
     # Every term is a batch mean: gradients per device, one flat all-reduce (see
     # sharding.data_parallel_value_and_grad); plain value_and_grad without a mesh.
-    value_and_grad = (jax.value_and_grad(loss_fn, has_aux=True) if self.mesh is None else
-                      sharding.data_parallel_value_and_grad(
-                          loss_fn, self.mesh, batch_argnums=(0, 1), aux_specs="mean"))
+    value_and_grad = sharding.data_parallel_value_and_grad(
+        loss_fn, self.mesh, batch_argnums=(0, 1), aux_specs="mean")
     (loss, (terms, recon, kl)), grads = value_and_grad(state.params, x, eps)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
