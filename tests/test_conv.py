@@ -8,6 +8,7 @@ and with the batch sharded over the 8 simulated devices.
 """
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -455,3 +456,33 @@ def test_transposed_layers_run_as_subpixel_convolutions(monkeypatch):
   assert dilated_convs(7) == 1
   monkeypatch.setattr(conv, "SUBPIXEL", False)
   assert dilated_convs(8) == 1
+
+
+def _all_reduce_shapes(hlo: str) -> list[str]:
+  """Array shapes of every all-reduce of a compiled module's text."""
+  shapes = []
+  for line in hlo.splitlines():
+    if " all-reduce(" in line or " all-reduce-start(" in line:
+      shapes += re.findall(r"f32\[[\d,]*\]", line.split(" all-reduce")[0])
+  return shapes
+
+
+@pytest.mark.parametrize("concat", [True, False])
+def test_transposed_kernel_gradient_is_one_product_and_one_all_reduce_buffer(
+    monkeypatch, concat):
+  # A 4x4 stride-2 transposed conv, batch sharded over 8 devices: with WGRAD_CONCAT its
+  # kernel gradient is one [Cin, 16 * Cout] product, reduced as one buffer; without, one
+  # [Cin, Cout] buffer per tap. Both equal jax.grad of the plain layer.
+  monkeypatch.setattr(conv, "WGRAD_CONCAT", concat)
+  mesh = sharding.make_mesh({"data": -1})
+  layer = conv.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)
+  plain = nn.ConvTranspose(5, (4, 4), strides=(2, 2), padding="SAME", use_bias=False)
+  x = jax.random.normal(jax.random.key(0), (8, 6, 6, 3))
+  params = layer.init(jax.random.key(1), x)
+  c = jax.random.normal(jax.random.key(2), (8, 12, 12, 5))
+  loss = lambda m: lambda p, x: jnp.sum(m.apply(p, x) * c)
+  x_s = jax.device_put(x, NamedSharding(mesh, P(sharding.DATA_AXIS)))
+  grad = jax.jit(jax.grad(loss(layer)))
+  _assert_close(grad(params, x_s), jax.grad(loss(plain))(params, x), 1e-5, "kernel gradient")
+  shapes = _all_reduce_shapes(grad.lower(params, x_s).compile().as_text())
+  assert shapes == (["f32[3,80]"] if concat else ["f32[3,5]"] * 16), shapes
