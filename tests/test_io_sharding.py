@@ -1,6 +1,7 @@
 """Image I/O helpers and mesh construction."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -133,5 +134,21 @@ def test_data_parallel_value_and_grad_equals_value_and_grad_with_one_flat_all_re
   assert float(loss) == float(want_loss)
   for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
     np.testing.assert_array_equal(g, w)
-  with pytest.raises(ValueError, match="'mean' or 'batch'"):
+  with pytest.raises(ValueError, match="'mean', 'batch' or 'replicated'"):
     sharding.data_parallel_value_and_grad(fn, mesh, batch_argnums=(0,), aux_specs="sum")
+
+
+def test_ravel_matches_ravel_pytree_and_round_trips():
+  import jax.flatten_util  # pylint: disable=import-outside-toplevel
+  tree = {"b": jnp.arange(6.0).reshape(2, 3), "a": [jnp.ones((4,)) * 7, jnp.zeros((1, 1, 2))],
+          "c": jnp.full((), 3.0)}
+  flat = jax.jit(lambda t: sharding.ravel(t)[0])(tree)
+  _, unravel = sharding.ravel(tree)
+  ref, _ = jax.flatten_util.ravel_pytree(tree)
+  np.testing.assert_array_equal(flat, ref)
+  assert flat.shape == (6 + 4 + 2 + 1,)
+  back = unravel(flat * 2)
+  for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want * 2)
+  assert jax.tree.structure(back) == jax.tree.structure(tree)

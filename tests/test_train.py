@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 
 import jax
@@ -59,6 +60,28 @@ def test_one_step_same_on_1_and_8_devices(tfds_dir):
   # Adam's first update moves every weight by ~lr (2e-4): the state really changed.
   delta = np.abs(s1.g_params["project"]["kernel"] - s0.g_params["project"]["kernel"])
   np.testing.assert_allclose(np.median(delta), 2e-4, rtol=0.05)
+
+
+def test_dcgan_step_reduces_each_players_gradients_as_one_flat_vector(tfds_dir):
+  # DCGAN's models compute BatchNorm statistics across the mesh (axis_name), so the step
+  # differentiates per device and all-reduces D's and G's gradients as one vector each
+  # (sharding.data_parallel_value_and_grad); the other all-reduces are BatchNorm
+  # statistics and scalars. XLA's own reduction would show each kernel as a buffer.
+  del tfds_dir
+  config = small_dcgan_config()
+  task, mesh, _, train_rng, abstract, _ = train.build(config, sharding.make_mesh({"data": -1}))
+  assert mesh.shape["data"] == 8
+  batch = sharding.to_global(_first_batch(config), mesh)
+  hlo = jax.jit(task.train_step).lower(abstract, batch, train_rng).compile().as_text()
+  sizes = []
+  for line in hlo.splitlines():
+    if " all-reduce(" in line or " all-reduce-start(" in line:
+      sizes += [math.prod(int(d) for d in dims.split(",") if d)
+                for dims in re.findall(r"f32\[([\d,]*)\]", line.split(" all-reduce")[0])]
+  count = lambda tree: sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+  widest = 2 * max(leaf.shape[-1] for leaf in jax.tree.leaves(abstract.g_batch_stats))
+  assert sorted(s for s in sizes if s > widest) == sorted(
+      [count(abstract.d_params), count(abstract.g_params)]), sizes
 
 
 def _restore(workdir, config):

@@ -67,9 +67,10 @@ def _num_doublings(image_size: int) -> tuple[int, int]:
   return start, round(n)
 
 
-def _batch_norm(train: bool) -> nn.BatchNorm:
+def _batch_norm(train: bool, axis_name: str | None) -> nn.BatchNorm:
   # PyTorch's momentum 0.1 (the DCGAN reference code's default) is Flax's 0.9.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      axis_name=axis_name if train else None)
 
 
 class Generator(nn.Module):
@@ -79,10 +80,14 @@ class Generator(nn.Module):
     image_size: output height = width in pixels (28, 32, 64, ...).
     channels: output channels (1 grayscale, 3 RGB).
     base_features: width of the last hidden layer; widths double towards the start.
+    axis_name: in training, BatchNorm's batch statistics are means over this mapped axis
+      too (``jax.shard_map`` / ``vmap`` over the batch: the statistics of the whole
+      batch, as under ``jit`` with a sharded batch); None outside a map.
   """
   image_size: int = 28
   channels: int = 1
   base_features: int = 64
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, z: jax.Array, *, train: bool) -> jax.Array:
@@ -102,13 +107,13 @@ class Generator(nn.Module):
     x = dense.Dense(start * start * width, use_bias=False, kernel_init=_INIT,
                  name="project")(z)
     x = x.reshape(z.shape[0], start, start, width)  # [B, s, s, C0]
-    x = nn.relu(_batch_norm(train)(x))
+    x = nn.relu(_batch_norm(train, self.axis_name)(x))
     for i in range(n - 1):
       width //= 2
       # Fractionally-strided convolution, resolution x2: [B, r, r, C] -> [B, 2r, 2r, C/2].
       x = conv.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
                              kernel_init=_INIT, name=f"up{i}")(x)
-      x = nn.relu(_batch_norm(train)(x))
+      x = nn.relu(_batch_norm(train, self.axis_name)(x))
     x = conv.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding="SAME",
                            kernel_init=_INIT, name="to_image")(x)
     return jnp.tanh(x)  # [B, H, W, channels]
@@ -125,11 +130,13 @@ class Discriminator(nn.Module):
     base_features: width of the first convolution; widths double per stride-2 layer.
     norm: normalisation after the hidden convolutions: 'batch' | 'layer' | 'none'.
     spectral_norm: spectrally normalise every weight (conv kernels and the logit layer).
+    axis_name: as :attr:`Generator.axis_name`.
   """
   image_size: int = 28
   base_features: int = 64
   norm: str = "batch"
   spectral_norm: bool = False
+  axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -166,7 +173,7 @@ class Discriminator(nn.Module):
                           use_bias=not normed, name=f"down{i}"),  # bias only without a norm
                 f"down{i}", x)
       if normed and self.norm == "batch":
-        x = _batch_norm(train)(x)
+        x = _batch_norm(train, self.axis_name)(x)
       elif normed:
         x = nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1)(x)
       x = nn.leaky_relu(x, negative_slope=0.2)

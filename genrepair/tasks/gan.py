@@ -55,6 +55,16 @@ flax rngs ``'noise'`` and ``'mixing'`` in training, folded from the step's keys;
 generators ignore them, so their numbers are unchanged. ``sample`` passes none (a
 StyleGAN2 generator then uses its fixed noise maps and no mixing).
 
+Data parallelism: with a mesh, the step is ``jit`` with the batch sharded over ``'data'``.
+Where the model family computes BatchNorm statistics across the mesh (a module field
+``axis_name``: DCGAN, LSGAN, SNGAN, WGAN-GP) and the losses draw no random numbers of
+their own (no DiffAugment, no path length), each player's loss is differentiated per
+device inside a ``shard_map`` and its gradients are all-reduced as one flat vector
+(:func:`genrepair.sharding.data_parallel_value_and_grad`); the gradient penalty's ``eps``
+is then drawn for the global batch outside the loss (same key and shape as before, the
+same numbers). Otherwise XLA reduces each parameter array where it is formed. Both give
+the numbers of one device up to float summation order (``tests/test_train.py``).
+
 ``config.train.diffaugment`` (default ``''`` = off): a DiffAugment policy (Zhao et al.
 NeurIPS 2020; :mod:`genrepair.diffaugment`), e.g. ``'translation,cutout'``, applied to
 every image D sees (real and fake, in D's and G's losses, fresh draws for each batch);
@@ -74,7 +84,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from genrepair import diffaugment, losses, models
+from genrepair import diffaugment, losses, models, sharding
 from genrepair.tasks import common
 
 # Inputs the GAN task provides to loss functions (see losses.check_weights).
@@ -225,6 +235,18 @@ class GANTask:
             f" in (0, 1], pl_batch_shrink={self.pl_batch_shrink} must divide the G batch"
             f" {num} into a multiple of the {devices} devices of the mesh.")
       self.g_weights["path_length"] = float(self.g_weights["path_length"]) * self.pl_every
+    # Gradients per device and one flat all-reduce (sharding.data_parallel_value_and_grad)
+    # where the model family computes batch statistics across the mesh (an ``axis_name``
+    # field: DCGAN) and the losses draw no random numbers of their own (no DiffAugment,
+    # no path length); XLA's reduction (one buffer per parameter array) otherwise.
+    self._dp_mesh = None
+    self._g_train, self._d_train = self.generator, self.discriminator
+    if (mesh is not None and not self.augment_policy and not self._pl
+        and all("axis_name" in getattr(m, "__dataclass_fields__", {})
+                for m in (self.generator, self.discriminator))):
+      self._dp_mesh = mesh
+      self._g_train = self.generator.clone(axis_name=sharding.DATA_AXIS)
+      self._d_train = self.discriminator.clone(axis_name=sharding.DATA_AXIS)
 
   def init(self, rng: jax.Array) -> GANState:
     """Initial state: the model family's initialisers (DCGAN: N(0, 0.02), Sec. 4;
@@ -251,14 +273,19 @@ class GANTask:
     The values do not depend on the sharding (JAX's threefry is partitionable), so 1 and 8
     devices draw the same numbers.
     """
-    z = self.latents(rng, num)
-    if self._batch_sharding is not None:
-      z = jax.lax.with_sharding_constraint(z, self._batch_sharding)
-    return z
+    return self._shard_batch(self.latents(rng, num))
 
-  def _generate(self, params, batch_stats, z, train: bool, key: jax.Array | None = None):
-    """G(z); in training returns ``(images, {'batch_stats': ...})``."""
-    out = self.generator.apply({"params": params, "batch_stats": batch_stats}, z,
+  def _shard_batch(self, x: jax.Array) -> jax.Array:
+    """``x`` (leading axis: the batch) sharded over ``data`` like the images."""
+    if self._batch_sharding is not None:
+      x = jax.lax.with_sharding_constraint(x, self._batch_sharding)
+    return x
+
+  def _generate(self, params, batch_stats, z, train: bool, key: jax.Array | None = None,
+                module=None):
+    """G(z) (``module`` default: the generator); in training returns ``(images,
+    {'batch_stats': ...})``."""
+    out = (module or self.generator).apply({"params": params, "batch_stats": batch_stats}, z,
                                train=train, mutable=["batch_stats"] if train else False,
                                rngs=_rngs(key))
     if not train:
@@ -271,8 +298,8 @@ class GANTask:
       return x
     return diffaugment.augment(x, key, self.augment_policy, self.augment_fill)
 
-  def _discriminate(self, params, batch_stats, x):
-    logits, upd = self.discriminator.apply({"params": params, "batch_stats": batch_stats},
+  def _discriminate(self, params, batch_stats, x, module=None):
+    logits, upd = (module or self.discriminator).apply({"params": params, "batch_stats": batch_stats},
                                            x, train=True, mutable=["batch_stats"])
     return logits, upd.get("batch_stats", {})
 
@@ -342,37 +369,47 @@ class GANTask:
       # the reference implementations (G runs in train mode to make the fake batch).
       fake, g_upd = self._generate(state.g_params, g_bs, self._batch_latents(k_z, num),
                                    train=True, key=jax.random.fold_in(key, 2))
-      fake = jax.lax.stop_gradient(fake)
+      inputs = {"real": real, "fake": jax.lax.stop_gradient(fake)}
+      if self._gp:  # WGAN-GP: x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1].
+        inputs["eps"] = self._shard_batch(jax.random.uniform(k_eps, (num, 1, 1, 1)))
 
-      def d_loss_fn(d_params):
+      def d_loss_fn(d_params, d_bs, inputs, key, step):
+        # Per device with the flat reduction: arguments and values of its shard.
+        real, fake = inputs["real"], inputs["fake"]
         # Separate D passes for the real and fake batches, so BatchNorm normalises each
         # with its own statistics (as in the DCGAN reference code).
         # DiffAugment (off: identity): one draw for the real batch (shared by R1 and the
         # gradient penalty's interpolates), one for the fake batch.
         k_aug_real, k_aug_fake = jax.random.fold_in(key, 3), jax.random.fold_in(key, 4)
-        real_logits, bs = self._discriminate(d_params, d_bs, self._augment(real, k_aug_real))
-        fake_logits, bs = self._discriminate(d_params, bs, self._augment(fake, k_aug_fake))
+        disc = self._d_train
+        real_logits, bs = self._discriminate(d_params, d_bs, self._augment(real, k_aug_real),
+                                             disc)
+        fake_logits, bs = self._discriminate(d_params, bs, self._augment(fake, k_aug_fake),
+                                             disc)
         extra = {}
-        score = lambda v: self._discriminate(d_params, bs, self._augment(v, k_aug_real))[0]
-        if self._gp:  # WGAN-GP: x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1].
-          eps = jax.random.uniform(k_eps, (num, 1, 1, 1))
-          x_hat = eps * real + (1.0 - eps) * fake
+        score = lambda v: self._discriminate(d_params, bs, self._augment(v, k_aug_real),
+                                             disc)[0]
+        if self._gp:
+          x_hat = inputs["eps"] * real + (1.0 - inputs["eps"]) * fake
           extra["interp_grad_norm"] = jnp.sqrt(input_gradient_sq_norms(score, x_hat) + 1e-12)
         if self._r1:
           r1 = lambda: input_gradient_sq_norms(score, real)
-          no_r1 = lambda: jnp.zeros((num,), jnp.float32)
+          no_r1 = lambda: jnp.zeros((real.shape[0],), jnp.float32)
           if self.r1_every == 1:
             extra["real_grad_sq"] = r1()
           elif variant is not None:  # chosen on the host: no control flow in the program
             extra["real_grad_sq"] = r1() if variant[0] else no_r1()
           else:
-            extra["real_grad_sq"] = jax.lax.cond(state.step % self.r1_every == 0, r1, no_r1)
+            extra["real_grad_sq"] = jax.lax.cond(step % self.r1_every == 0, r1, no_r1)
         total, terms = losses.evaluate(self.d_weights, real_logits=real_logits,
                                        fake_logits=fake_logits, **extra)
         return total, (terms, bs, real_logits, fake_logits)
 
-      (d_loss, (d_terms, new_bs, real_logits, fake_logits)), d_grads = jax.value_and_grad(
-          d_loss_fn, has_aux=True)(d_params)
+      d_value_and_grad = sharding.data_parallel_value_and_grad(
+          d_loss_fn, self._dp_mesh, batch_argnums=(1,),
+          aux_specs=("mean", "replicated", "batch", "batch"))
+      (d_loss, (d_terms, new_bs, real_logits, fake_logits)), d_grads = d_value_and_grad(
+          d_params, d_bs, inputs, key, state.step)
       d_updates, d_opt_state = self.tx_d.update(d_grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, d_updates)
       out = {"d_loss": d_loss, **d_terms,
@@ -396,11 +433,13 @@ class GANTask:
     # Generator update against the updated discriminator, on fresh latents.
     z_g = self._batch_latents(k_zg, num)
 
-    def g_loss_fn(g_params):
-      fake, g_upd2 = self._generate(g_params, g_upd["batch_stats"], z_g, train=True,
-                                    key=jax.random.fold_in(k_zg, 1))
+    def g_loss_fn(g_params, g_bs, d_params, d_bs, z_g, k_zg):
+      # Per device with the flat reduction (no path length there: its mean is global).
+      fake, g_upd2 = self._generate(g_params, g_bs, z_g, train=True,
+                                    key=jax.random.fold_in(k_zg, 1), module=self._g_train)
       logits, bs = self._discriminate(d_params, d_bs,
-                                      self._augment(fake, jax.random.fold_in(k_zg, 3)))
+                                      self._augment(fake, jax.random.fold_in(k_zg, 3)),
+                                      self._d_train)
       extra, pl_mean = {}, state.pl_mean
       if self._pl:  # lazy path length regularisation (Eq. 4)
         n_pl = num // self.pl_batch_shrink
@@ -420,8 +459,11 @@ class GANTask:
       total, terms = losses.evaluate(self.g_weights, fake_logits=logits, **extra)
       return total, (terms, g_upd2["batch_stats"], bs, pl_mean)
 
-    (g_loss, (g_terms, g_bs, d_bs, pl_mean)), g_grads = jax.value_and_grad(
-        g_loss_fn, has_aux=True)(state.g_params)
+    g_value_and_grad = sharding.data_parallel_value_and_grad(
+        g_loss_fn, self._dp_mesh, batch_argnums=(3,),
+        aux_specs=("mean", "replicated", "replicated", "replicated"))
+    (g_loss, (g_terms, g_bs, d_bs, pl_mean)), g_grads = g_value_and_grad(
+        state.g_params, g_upd["batch_stats"], d_params, d_bs, z_g, k_zg)
     g_updates, g_opt_state = self.tx_g.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
 
