@@ -50,6 +50,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from genrepair.models import batchnorm
 from genrepair.models import conv
 from genrepair.models import variants
 
@@ -118,8 +119,8 @@ class DnCNN(nn.Module):
                     kernel_init=_INIT, name=f"conv{i}")(x)
       if self.batch_norm:
         # epsilon 1e-4 as MatConvNet's vl_nnbnorm (the authors' training code).
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-4,
-                         name=f"bn{i}")(x)
+        x = batchnorm.BatchNorm(use_running_average=not train, momentum=0.9,
+                                epsilon=1e-4, name=f"bn{i}")(x)
       x = nn.relu(x)
     # [B, H, W, features] -> [B, H, W, C]
     last_init = nn.initializers.zeros if self.zero_last else _INIT
