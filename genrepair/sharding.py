@@ -155,8 +155,8 @@ def data_parallel_value_and_grad(fn: Callable[..., tuple[jax.Array, Any]],
   numbers (draw them outside, for the global batch, and pass them as batch arguments).
   Collectives inside ``fn`` are differentiated per device: the transpose of a ``pmean``
   of per-device statistics sums the devices' cotangents, so the averaged gradient is
-  the global loss's gradient (``tests/test_gan.py`` checks BatchNorm GANs against one
-  device).
+  the global loss's gradient (``tests/test_train.py`` checks the BatchNorm DCGAN on 8
+  devices against one).
 
   Args:
     fn: ``fn(params, *args) -> (loss, aux)``; ``loss`` a float32 scalar, differentiated

@@ -285,9 +285,10 @@ class GANTask:
                 module=None):
     """G(z) (``module`` default: the generator); in training returns ``(images,
     {'batch_stats': ...})``."""
-    out = (module or self.generator).apply({"params": params, "batch_stats": batch_stats}, z,
-                               train=train, mutable=["batch_stats"] if train else False,
-                               rngs=_rngs(key))
+    variables = {"params": params, "batch_stats": batch_stats}
+    out = (module or self.generator).apply(
+        variables, z, train=train, mutable=["batch_stats"] if train else False,
+        rngs=_rngs(key))
     if not train:
       return out
     return out[0], {"batch_stats": out[1].get("batch_stats", {})}  # {} without BatchNorm
@@ -299,8 +300,9 @@ class GANTask:
     return diffaugment.augment(x, key, self.augment_policy, self.augment_fill)
 
   def _discriminate(self, params, batch_stats, x, module=None):
-    logits, upd = (module or self.discriminator).apply({"params": params, "batch_stats": batch_stats},
-                                           x, train=True, mutable=["batch_stats"])
+    variables = {"params": params, "batch_stats": batch_stats}
+    logits, upd = (module or self.discriminator).apply(variables, x, train=True,
+                                                       mutable=["batch_stats"])
     return logits, upd.get("batch_stats", {})
 
   def _path_lengths(self, g_params, key: jax.Array, num: int) -> jax.Array:
