@@ -43,12 +43,6 @@ from jax import lax
 FUSED = True
 
 
-def _sum(v: jax.Array, axis_name: str | None) -> jax.Array:
-  """Per-channel sum of ``[..., C]`` over all other axes (and the mapped axis)."""
-  s = jnp.sum(v, axis=tuple(range(v.ndim - 1)))
-  return s if axis_name is None else lax.psum(s, axis_name)
-
-
 def _count(x: jax.Array, axis_name: str | None) -> jax.Array | int:
   n = x.size // x.shape[-1]
   return n if axis_name is None else lax.psum(n, axis_name)
