@@ -11,9 +11,15 @@ from genrepair import sharding
 from genrepair.models import batchnorm
 
 
-def _layers(axis_name=None):
+def _layers(axis_name=None, relu=False):
+  """Ours (with the ReLU folded in if ``relu``) and flax's layer (use :func:`_post`)."""
   kw = dict(momentum=0.9, epsilon=1e-4, axis_name=axis_name)
-  return batchnorm.BatchNorm(**kw), nn.BatchNorm(**kw)
+  return batchnorm.BatchNorm(**kw, relu=relu), nn.BatchNorm(**kw)
+
+
+def _post(relu):
+  """What follows flax's layer to compute what ours with ``relu`` computes."""
+  return nn.relu if relu else (lambda y: y)
 
 
 def _inputs(shape=(8, 5, 5, 6)):
@@ -25,9 +31,10 @@ def _inputs(shape=(8, 5, 5, 6)):
   return x, c, {"params": params, "batch_stats": stats}
 
 
-def _train_loss(layer, c):
+def _train_loss(layer, c, post=lambda y: y):
   def loss(variables, x):
     y, upd = layer.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    y = post(y)
     return jnp.sum(jnp.sin(y) * c), (y, upd["batch_stats"])
   return loss
 
@@ -50,15 +57,23 @@ def test_variables_match_flax():
           == list(Parent(nn.BatchNorm).init(jax.random.key(0), x)["params"]) == ["BatchNorm_0"])
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_training_values_gradients_and_running_stats_match_flax(monkeypatch, fused):
+@pytest.mark.parametrize("fused,relu,fold", [(True, False, True), (False, False, True),
+                                             (True, True, True), (True, True, False),
+                                             (False, True, True)])
+def test_training_values_gradients_and_running_stats_match_flax(monkeypatch, fused, relu,
+                                                                fold):
+  # relu: ours with the ReLU folded into its gradient (FOLD_RELU) or applied after it,
+  # against flax's layer followed by nn.relu.
   monkeypatch.setattr(batchnorm, "FUSED", fused)
-  ours, ref = _layers()
+  monkeypatch.setattr(batchnorm, "FOLD_RELU", fold)
+  ours, ref = _layers(relu=relu)
   x, c, variables = _inputs()
   (l1, (y1, s1)), (gv1, gx1) = jax.jit(jax.value_and_grad(
       _train_loss(ours, c), argnums=(0, 1), has_aux=True))(variables, x)
   (l2, (y2, s2)), (gv2, gx2) = jax.value_and_grad(
-      _train_loss(ref, c), argnums=(0, 1), has_aux=True)(variables, x)
+      _train_loss(ref, c, _post(relu)), argnums=(0, 1), has_aux=True)(variables, x)
+  if relu:  # the ReLU really cut: a good share of the outputs (and their gradients) is 0
+    assert 0.2 < float(jnp.mean(y1 == 0)) < 0.8 and float(jnp.min(y1)) == 0.0
   np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(l1, l2, rtol=1e-5)
   np.testing.assert_allclose(gx1, gx2, rtol=1e-4, atol=1e-5)
@@ -66,27 +81,30 @@ def test_training_values_gradients_and_running_stats_match_flax(monkeypatch, fus
     np.testing.assert_allclose(gv1["params"][k], gv2["params"][k], rtol=1e-4, atol=1e-5)
   for k in ("mean", "var"):
     np.testing.assert_allclose(s1[k], s2[k], rtol=1e-5)
-  # The batch really normalised: per-channel mean ~ bias, std ~ scale.
-  np.testing.assert_allclose(jnp.mean(y1, axis=(0, 1, 2)), variables["params"]["bias"],
-                             atol=1e-4)
+  if not relu:  # the batch really normalised: per-channel mean ~ bias, std ~ scale.
+    np.testing.assert_allclose(jnp.mean(y1, axis=(0, 1, 2)), variables["params"]["bias"],
+                               atol=1e-4)
 
 
-def test_evaluation_uses_running_statistics():
-  ours, ref = _layers()
+@pytest.mark.parametrize("relu", [False, True])
+def test_evaluation_uses_running_statistics(relu):
+  ours, ref = _layers(relu=relu)
   x, _, variables = _inputs()
   y1 = ours.apply(variables, x, use_running_average=True)
-  y2 = ref.apply(variables, x, use_running_average=True)
+  y2 = _post(relu)(ref.apply(variables, x, use_running_average=True))
   np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
   want = ((x - 0.5) / np.sqrt(2.0 + 1e-4) * variables["params"]["scale"]
           + variables["params"]["bias"])
-  np.testing.assert_allclose(y1, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(y1, np.maximum(want, 0) if relu else want, rtol=1e-5,
+                             atol=1e-5)
 
 
-def test_closed_form_gradient_against_finite_differences():
+@pytest.mark.parametrize("relu", [False, True])
+def test_closed_form_gradient_against_finite_differences(relu):
   # Independent of flax: the custom VJP against float32 central differences (step 1e-2,
   # hence the 2% tolerance).
   x, c, variables = _inputs((4, 3, 3, 2))
-  f = lambda x: _train_loss(_layers()[0], c)(variables, x)[0]
+  f = lambda x: _train_loss(_layers(relu=relu)[0], c)(variables, x)[0]
   gx = jax.grad(f)(x)
   rng = np.random.default_rng(0)
   for _ in range(5):
@@ -112,14 +130,15 @@ def test_second_order_gradients_match_flax():
     np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=1e-4)
 
 
-def test_sharded_batch_and_shard_map_axis_name_match_one_device():
+@pytest.mark.parametrize("relu", [False, True])
+def test_sharded_batch_and_shard_map_axis_name_match_one_device(relu):
   mesh = sharding.make_mesh({"data": -1})
   assert mesh.shape["data"] == 8
   x, c, variables = _inputs((16, 4, 4, 5))
-  ours, ref = _layers()
+  ours, ref = _layers(relu=relu)
   vg = jax.value_and_grad(_train_loss(ours, c), argnums=(0, 1), has_aux=True)
   (_, (y_ref, s_ref)), (gv_ref, gx_ref) = jax.value_and_grad(
-      _train_loss(ref, c), argnums=(0, 1), has_aux=True)(variables, x)
+      _train_loss(ref, c, _post(relu)), argnums=(0, 1), has_aux=True)(variables, x)
   # Under jit with the batch sharded over 8 devices (XLA's all-reduces).
   batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
   (_, (y, s)), (gv, gx) = jax.jit(vg)(variables, jax.device_put(x, batch))
@@ -131,7 +150,7 @@ def test_sharded_batch_and_shard_map_axis_name_match_one_device():
     np.testing.assert_allclose(s[k], s_ref[k], rtol=1e-5)
   # Per device inside shard_map with axis_name: x's gradient uses every shard's sums,
   # the parameter gradients are the shard's own and sum over the devices to the total.
-  dp, _ = _layers(axis_name=sharding.DATA_AXIS)
+  dp, _ = _layers(axis_name=sharding.DATA_AXIS, relu=relu)
   c_s = jax.device_put(c, batch)
 
   def local(variables, x, c):

@@ -265,6 +265,19 @@ def test_split_chunk_sizes():
   # 4 images would fit (4096 // 1024) but do not divide 30: the largest k that does.
   assert conv.split_chunk((30, 32, 32, 64), (3, 3, 64, 64), device_count=1) == 3
   assert conv.split_chunk((6, 40, 40, 64), (3, 3, 64, 64), device_count=4) is None
+  # By default D is the devices the traced batch spans: all 8 under jit, 1 inside a
+  # shard_map over them (the batch there is one device's shard).
+  assert jax.device_count() == 8 and conv.split_chunk(*dncnn) == 16
+  mesh = sharding.make_mesh({"data": -1})
+  seen = []
+
+  def local(x):
+    seen.append(conv.split_chunk(x.shape, dncnn[1]))
+    return x
+
+  jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("data"), out_specs=P("data")))(
+      jnp.zeros((64, 40, 40, 64)))
+  assert seen == [2]  # 8 images per device: 2 per chunk, as on one device
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_CASES))

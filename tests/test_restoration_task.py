@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -69,6 +70,49 @@ def test_step_loss_matches_independent_computation(tfds_dir, monkeypatch, border
   np.testing.assert_allclose(m["psnr"], psnr, rtol=1e-4)
   np.testing.assert_allclose(m["lr"], 1e-3)
   assert int(new_state.step) == 1
+
+
+def _two_steps(c, mesh, batches):
+  task, mesh, init_rng, train_rng, _, state_sharding = train.build(c, mesh)
+  state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  step = jax.jit(task.train_step, out_shardings=(state_sharding, sharding.replicated(mesh)))
+  for b in batches:
+    state, m = step(state, sharding.to_global(b, mesh), train_rng)
+  return jax.device_get(state), jax.device_get(m), task
+
+
+def test_batchnorm_step_same_on_1_and_8_devices_with_one_flat_gradient(tfds_dir, monkeypatch):
+  """DnCNN (BatchNorm with an axis name) trains per device inside the data-parallel
+  shard_map: statistics over the whole batch, one flat gradient all-reduce. Two steps
+  equal a 1-device run (parameters and running statistics); the compiled 8-device step's
+  only all-reduce wider than the statistics is the parameter vector."""
+  del tfds_dir
+  c = _tiny_dncnn(monkeypatch)
+  with c.unlocked():
+    c.model.depth = 4  # two BatchNorm layers
+  it = train.make_train_iterator(c)
+  batches = [next(it), next(it)]
+  s1, m1, _ = _two_steps(c, sharding.make_mesh({"data": 1}, jax.devices()[:1]), batches)
+  s8, m8, task = _two_steps(c, sharding.make_mesh({"data": -1}), batches)
+  assert task.mesh.shape["data"] == 8 and task._mapped_model.axis_name == "data"
+  assert set(s1.batch_stats) == {"bn1", "bn2"}
+  for k in ("loss", "psnr", "grad_norm"):
+    np.testing.assert_allclose(m8[k], m1[k], rtol=1e-5, err_msg=k)
+  for tree in ("params", "batch_stats"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6),
+                 getattr(s8, tree), getattr(s1, tree))
+  # The running statistics moved from their initial (0, 1) by the batch statistics.
+  assert np.abs(s1.batch_stats["bn1"]["mean"]).max() > 1e-4
+  task, mesh, _, train_rng, abstract, _ = train.build(c, sharding.make_mesh({"data": -1}))
+  hlo = jax.jit(task.train_step).lower(
+      abstract, sharding.to_global(batches[0], mesh), train_rng).compile().as_text()
+  sizes = []
+  for line in hlo.splitlines():
+    if " all-reduce(" in line or " all-reduce-start(" in line:
+      sizes += [math.prod(int(d) for d in dims.split(",") if d)
+                for dims in re.findall(r"f32\[([\d,]*)\]", line.split(" all-reduce")[0])]
+  count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(abstract.params))
+  assert [s for s in sizes if s > 2 * 64] == [count], sizes
 
 
 def test_gaussian_noise_statistics_in_the_task(monkeypatch):

@@ -23,8 +23,10 @@ layer leaves XLA:CPU several reductions and elementwise passes. Measured (AMD EP
 cores): see :data:`FUSED`. Equal to ``flax.linen.BatchNorm`` up to float rounding (values, input
 and parameter gradients, second-order gradients, running statistics, under ``jit`` with a
 sharded batch and inside ``shard_map`` with ``axis_name``: ``tests/test_batchnorm.py``).
-Forward-mode differentiation (``jax.jvp``) of the training mode is not defined (a custom
-VJP); nothing in genrepair uses it through BatchNorm.
+``BatchNorm(relu=True)`` (not a flax field) is ``nn.relu(BatchNorm()(x))`` with the ReLU
+inside the custom VJP (:data:`FOLD_RELU`). Forward-mode differentiation (``jax.jvp``) of
+the training mode is not defined (a custom VJP); nothing in genrepair uses it through
+BatchNorm.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ from jax import lax
 # (batch 16 of 40x40, 15 BatchNorm layers) 552.0 -> 528.0 ms; DCGAN level (70.8 / 72.2
 # ms, so the DCGAN models keep flax's layer).
 FUSED = True
+# With ``BatchNorm(relu=True)``, the ReLU inside the custom VJP (False: ``nn.relu`` after
+# it, differentiated by JAX; same numbers). The mask is recomputed in the backward's two
+# passes instead of a select pass of its own; DnCNN-S's step (2 devices, the two
+# alternated in one process, 2026-11-30): 523.9 ms unfolded, 524.0 folded, i.e. level.
+FOLD_RELU = True
 
 
 def _count(x: jax.Array, axis_name: str | None) -> jax.Array | int:
@@ -60,9 +67,10 @@ def _statistics(x: jax.Array, axis_name: str | None):
   return mean, jnp.maximum(0.0, mean2 - mean * mean)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
-                     axis_name: str | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+                     axis_name: str | None, relu: bool = False
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Training-mode batch normalisation with the closed-form gradient.
 
   Args:
@@ -71,34 +79,43 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
     epsilon: added to the variance.
     axis_name: a mapped axis (``shard_map`` / ``vmap``) whose shards form the batch
       together, or None.
+    relu: apply ``max(y, 0)`` after the normalisation (its mask is recomputed from ``x``
+      in the backward pass: no separate pass over the gradient); the gradient at ``y =
+      0`` is 0, as ``jax.nn.relu``'s.
 
   Returns:
     ``(y [..., C] in x's dtype, mean [C], var [C])``. ``mean`` and ``var`` are for the
     running averages: their cotangents are ignored (the caller stops their gradient).
   """
-  y, mean, var, _ = _forward(x, scale, bias, epsilon, axis_name)
+  y, mean, var, _ = _forward(x, scale, bias, epsilon, axis_name, relu)
   return y, mean, var
 
 
-def _forward(x, scale, bias, epsilon, axis_name):
+def _forward(x, scale, bias, epsilon, axis_name, relu):
   mean, var = _statistics(x, axis_name)
   inv = lax.rsqrt(var + epsilon)
   a = scale * inv
   b = bias - mean * a
-  y = (x.astype(jnp.float32) * a + b).astype(x.dtype)
-  return y, mean, var, inv
+  y = x.astype(jnp.float32) * a + b
+  if relu:
+    y = jnp.maximum(y, 0.0)
+  return y.astype(x.dtype), mean, var, inv
 
 
-def _fwd(x, scale, bias, epsilon, axis_name):
-  y, mean, var, inv = _forward(x, scale, bias, epsilon, axis_name)
-  return (y, mean, var), (x, scale, mean, inv)
+def _fwd(x, scale, bias, epsilon, axis_name, relu):
+  y, mean, var, inv = _forward(x, scale, bias, epsilon, axis_name, relu)
+  return (y, mean, var), (x, scale, bias, mean, inv)
 
 
-def _bwd(epsilon, axis_name, res, cotangents):
+def _bwd(epsilon, axis_name, relu, res, cotangents):
   del epsilon
-  x, scale, mean, inv = res
+  x, scale, bias, mean, inv = res
   g = cotangents[0].astype(jnp.float32)  # mean/var cotangents: ignored (see docstring)
   x32 = x.astype(jnp.float32)
+  if relu:
+    # The normalised value's gradient: g where x * a + b > 0 (recomputed, not stored).
+    a = scale * inv
+    g = jnp.where(x32 * a + (bias - mean * a) > 0.0, g, 0.0)
   c = x.ndim - 1
   # One pass over (g, x): sum(g) and sum(g * x); sum(g * xhat) follows per channel.
   sums = jnp.stack([jnp.sum(g, axis=tuple(range(c))), jnp.sum(g * x32, axis=tuple(range(c)))])
@@ -136,11 +153,14 @@ class BatchNorm(nn.Module):
     epsilon: added to the variance.
     axis_name: in training, statistics are over this mapped axis too (inside
       ``shard_map``: the whole batch's); None outside a map.
+    relu: a ReLU after the normalisation, inside the custom VJP in training (not a flax
+      field; ``nn.relu(BatchNorm()(x))`` computes the same).
   """
   use_running_average: bool | None = None
   momentum: float = 0.99
   epsilon: float = 1e-5
   axis_name: str | None = None
+  relu: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
@@ -159,13 +179,19 @@ class BatchNorm(nn.Module):
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
     if use_running_average:
       a = scale * lax.rsqrt(ra_var.value + self.epsilon)
-      return (x.astype(jnp.float32) * a + (bias - ra_mean.value * a)).astype(x.dtype)
+      y = x.astype(jnp.float32) * a + (bias - ra_mean.value * a)
+      return (jnp.maximum(y, 0.0) if self.relu else y).astype(x.dtype)
     if FUSED:
-      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.axis_name)
+      fold = self.relu and FOLD_RELU
+      y, mean, var = batch_norm_train(x, scale, bias, self.epsilon, self.axis_name, fold)
+      if self.relu and not fold:
+        y = nn.relu(y)
     else:
       mean, var = _statistics(x, self.axis_name)
       y = ((x.astype(jnp.float32) - mean) * (scale * lax.rsqrt(var + self.epsilon))
            + bias).astype(x.dtype)
+      if self.relu:
+        y = nn.relu(y)
     if not self.is_initializing():
       mean, var = lax.stop_gradient(mean), lax.stop_gradient(var)
       ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean

@@ -274,22 +274,34 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
   return _conv(cfg, lhs, rhs)
 
 
+def _batch_devices() -> int:
+  """Devices a traced batch is spread over: ``jax.device_count()``, divided by the sizes
+  of the mesh axes that are manual here (inside ``shard_map`` the batch is one shard)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  manual = 1
+  if not mesh.empty:
+    for a in getattr(mesh, "manual_axes", ()):
+      manual *= mesh.shape[a]
+  return max(1, jax.device_count() // manual)
+
+
 def split_chunk(lhs_shape: Sequence[int], rhs_shape: Sequence[int], *,
                 min_channels: int = SPLIT_MIN_CHANNELS,
                 device_count: int | None = None) -> int | None:
   """Batch rows per chunk of the ``'split'`` weight gradient, or None (no split).
 
-  A chunk holds ``k * D`` rows, ``D = jax.device_count()``, so that under data
-  parallelism (the batch sharded over up to ``D`` devices) every chunk spans all devices
-  evenly and no rows move between them; ``k`` is the largest count with ``k * prod(spatial)
-  <= SPLIT_PIXELS`` (at least 1) whose ``k * D`` divides the batch.
+  A chunk holds ``k * D`` rows, ``D = jax.device_count()`` (1 inside a ``shard_map``
+  over all devices, where the batch is one device's shard: :func:`_batch_devices`), so
+  that under data parallelism (the batch sharded over up to ``D`` devices) every chunk
+  spans all devices evenly and no rows move between them; ``k`` is the largest count with
+  ``k * prod(spatial) <= SPLIT_PIXELS`` (at least 1) whose ``k * D`` divides the batch.
 
   Args:
     lhs_shape: ``[B, *spatial, Cin]`` of the forward convolution's input.
     rhs_shape: ``[*kernel, Cin, Cout]``.
     min_channels: no split unless ``Cout`` and ``Cin * prod(kernel)`` (the length of
       one output's dot product) are both at least this.
-    device_count: ``D`` (default ``jax.device_count()``).
+    device_count: ``D`` (default: the devices the traced batch spans).
 
   Returns:
     The chunk size (a divisor of ``B`` giving at least 2 chunks), or None.
@@ -301,7 +313,7 @@ def split_chunk(lhs_shape: Sequence[int], rhs_shape: Sequence[int], *,
     taps *= k
   if rhs_shape[-1] < min_channels or rhs_shape[-2] * taps < min_channels:
     return None
-  unit = jax.device_count() if device_count is None else device_count
+  unit = _batch_devices() if device_count is None else device_count
   for k in range(max(1, SPLIT_PIXELS // max(pixels, 1)), 0, -1):
     if batch % (k * unit) == 0 and batch // (k * unit) >= 2:
       return k * unit

@@ -155,6 +155,11 @@ class RestorationTask:
     # config.model = the family's Model(...) arguments: name, variant and any overrides.
     kw = {k: v for k, v in mc.items() if k not in ("name", "variant")}
     self.model = models.get(mc.name)(variant=mc.get("variant") or None, **kw)
+    # BatchNorm models with an ``axis_name`` field (DnCNN) train inside the data-parallel
+    # shard_map with statistics over the mesh (sharding.data_parallel_value_and_grad).
+    self._mapped_model = (self.model.clone(axis_name=sharding.DATA_AXIS)
+                          if "axis_name" in getattr(self.model, "__dataclass_fields__", {})
+                          else None)
     self.channels = int(mc.channels)
     self.sr_input = getattr(self.model, "sr_input", None)
     model_scale = getattr(self.model, "scale", None)
@@ -368,8 +373,11 @@ class RestorationTask:
     c = self.channels
     return x[..., c:2 * c] if self.two_stage else x[..., :c]
 
-  def apply(self, params, batch_stats, x: jax.Array, *, train: bool):
+  def apply(self, params, batch_stats, x: jax.Array, *, train: bool, mapped: bool = False):
     """Runs the model's ``restore``; returns ``(output, new_batch_stats)``.
+
+    ``mapped``: called per device inside the train step's ``shard_map`` (BatchNorm
+    statistics over the ``data`` axis; only for models with an ``axis_name`` field).
 
     For ``inpaint`` (``x = [masked, mask]``) the known pixels are kept:
     ``output = masked + mask * model(x)``; with ``switching`` every pixel that is not an
@@ -378,8 +386,9 @@ class RestorationTask:
     """
     variables = {"params": params, "batch_stats": batch_stats}
     if train and batch_stats:
-      out, upd = self.model.apply(variables, x, train=True, method="restore",
-                                  mutable=["batch_stats"])
+      model = self._mapped_model if mapped else self.model
+      out, upd = model.apply(variables, x, train=True, method="restore",
+                             mutable=["batch_stats"])
       bs = upd["batch_stats"]
     else:
       out, bs = self.model.apply(variables, x, train=train, method="restore"), batch_stats
@@ -413,17 +422,22 @@ class RestorationTask:
 
     target = crop_border(clean, self.loss_border)
 
+    # Per-example terms only: one flat gradient all-reduce (sharding module). BatchNorm's
+    # statistics span the whole batch: computed over the mesh's axis by models that take
+    # an axis name (DnCNN), else XLA's own data parallelism (mesh None).
+    bn = bool(jax.tree.leaves(state.batch_stats))
+    mesh = None if bn and self._mapped_model is None else self.mesh
+    mapped = bn and mesh is not None
+
     def loss_fn(params, x, target):
-      out, bs = self.apply(params, state.batch_stats, x, train=True)
+      out, bs = self.apply(params, state.batch_stats, x, train=True, mapped=mapped)
       out = crop_border(out, self.loss_border)
       total, terms = losses.evaluate(self.weights, pred=out, target=target)
       return total, (terms, bs, out)
 
-    # Per-example terms only: one flat gradient all-reduce (sharding module). BatchNorm's
-    # statistics span the whole batch: with it, XLA's own data parallelism (mesh None).
     value_and_grad = sharding.data_parallel_value_and_grad(
-        loss_fn, None if jax.tree.leaves(state.batch_stats) else self.mesh,
-        batch_argnums=(0, 1), aux_specs=("mean", "mean", "batch"))
+        loss_fn, mesh, batch_argnums=(0, 1),
+        aux_specs=("mean", "replicated" if mapped else "mean", "batch"))
     (loss, (terms, bs, out)), grads = value_and_grad(state.params, x, target)
     updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1,
