@@ -32,7 +32,14 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app, flags, logging
+from genrepair import hostmem
+
+try:  # keep and reuse the steps' large host buffers (genrepair/hostmem.py; GENREPAIR_MALLOC)
+  hostmem.configure()
+except (ValueError, OSError) as _e:
+  sys.exit(f"launch.py: {_e}")
+
+from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags
 
 COMMANDS = ("train", "sample", "eval", "import", "export", "restore")

@@ -25,6 +25,10 @@ of two ``--peak-size`` square float32 matrices (median of 10).
 step on a device-resident synthetic batch; the data come from ``$GENREPAIR_DATA`` when it
 holds the experiment's dataset (the config decides, as in training).
 
+``--malloc reuse`` (default) makes glibc's malloc keep large freed blocks for the next
+step, for both frameworks in this process (:mod:`genrepair.hostmem`, as ``launch.py``
+does); ``--malloc system`` measures the default allocator.
+
 Configs: ``experiments/dcgan_mnist.py``, ``lsgan_mnist.py``, ``sngan_mnist.py`` and the
 ``runlocal`` (CPU) variants of
 ``dncnn_sigma25.py``, ``srcnn_x3.py``, ``espcn_x3.py``, ``vae_mnist.py``,
@@ -62,7 +66,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks import flops as flops_lib
-from genrepair import sharding, train
+from genrepair import hostmem, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL_HINT = ("PyTorch is not installed: timing the JAX side only. For the comparison:"
@@ -507,6 +511,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       " environment has it (unset: PyTorch's own default)")
   p.add_argument("--block", type=int, default=1,
                  help="--order interleaved: alternate the two sides every BLOCK steps")
+  p.add_argument("--malloc", default=os.environ.get("GENREPAIR_MALLOC") or "reuse",
+                 choices=["reuse", "system"],
+                 help="glibc malloc for both sides: 'reuse' keeps large blocks for the next"
+                 " step, as launch.py does (genrepair/hostmem.py); 'system' leaves it alone")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
   p.add_argument("--devices", type=int, default=1,
                  help="step mode: shard the batch over this many CPU devices (the process"
@@ -540,7 +548,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
   if args.devices > 1:  # before the first use of the backend
     jax.config.update("jax_num_cpu_devices", args.devices)
+  malloc = hostmem.configure(args.malloc)  # process-wide: JAX and PyTorch alike
   meta = machine_info(argv, threads, use_torch)
+  meta["malloc"] = {"mode": args.malloc, "mallopt": malloc}
   results = []
   if args.mode == "step":
     meta["peak_gflops"] = matmul_peak(args.peak_size, use_torch)
@@ -574,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"{meta['date']}; {meta['cpu']}, {meta['cores']} cores; jax {meta['jax']}"
         + (f", torch {meta['torch']} ({threads} threads, OMP_WAIT_POLICY="
            f"{meta['omp_wait_policy'] or 'unset'})" if use_torch else "")
+        + f"; malloc {args.malloc}"
         + f"; load average {meta['load_avg_start'][0]:.2f} -> {meta['load_avg_end'][0]:.2f}")
   out = {"meta": meta, "results": results}
   if args.json:
