@@ -20,7 +20,9 @@ setting, 2026-11-30; ms per step, system malloc -> these settings, three runs):
 CycleGAN 135.1 -> 91.6 / 95.0 / 93.1, WGAN-GP 414.1 -> 384.7 / 398.4 / 396.3, SRCNN
 63.9 -> 38.2 / 60.0 / 55.5 (its block fits a thread's heap in some runs: 3 faults per
 step against 11,800-14,000), DCGAN 75.2 -> 70.5-73.0, DnCNN-S level (512.2 -> 514-521),
-SNGAN, ESPCN and the VAE level. Tried: also one arena for all threads (``M_ARENA_MAX =
+SNGAN, ESPCN and the VAE level. PyTorch's steps gain from it too when it runs in the
+same process (``python -m benchmarks.step --malloc reuse|system``, README Performance:
+SRCNN 85.5 -> 54.6-58.2 ms, WGAN-GP 458.7 -> 380-383). Tried: also one arena for all threads (``M_ARENA_MAX =
 1``, so that every block comes from the main heap, which has no size limit): DnCNN-S 512
 -> 491 ms, but CycleGAN 135 -> 148-165 and WGAN-GP 414 -> 451 ms (more user time in
 every step), not kept.
