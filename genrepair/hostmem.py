@@ -1,8 +1,8 @@
 """Host (CPU) malloc settings for training processes: keep and reuse large blocks.
 
 XLA:CPU allocates each execution's temporary buffer (all of a step's intermediates in one
-block: 18-114 MB per device for the CycleGAN, WGAN-GP, SRCNN and DnCNN-S benchmark
-steps on 2 devices) with ``malloc`` and frees it when the execution ends. glibc's malloc
+block: 35, 37, 46 and 109 MiB per device for the CycleGAN, WGAN-GP, SRCNN and DnCNN-S
+benchmark steps on 2 devices) with ``malloc`` and frees it when the execution ends. glibc's malloc
 serves blocks above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and gives
 them back with ``munmap``, so every step faults all of that memory in again and the
 kernel zero-fills every page: 18,000 minor page faults and 30 ms of system time per
@@ -13,7 +13,7 @@ the heap too) and ``M_TRIM_THRESHOLD = 2 GiB`` (the heap's free top is not given
 a freed step buffer stays in the process and the next step reuses it. The cost: the
 process keeps its peak heap (resident memory does not shrink after a large temporary
 allocation). One limit: a thread's arena grows in heaps of at most 64 MiB, and glibc
-still maps a larger block (DnCNN-S's 114 MB) afresh each time.
+still maps a larger block (DnCNN-S's 109 MiB) afresh each time.
 
 Measured (AMD EPYC, 2 cores, 2 devices, ``benchmarks.step``'s JAX steps, one process per
 setting, 2026-11-30; ms per step, system malloc -> these settings, three runs):
@@ -22,9 +22,9 @@ CycleGAN 135.1 -> 91.6 / 95.0 / 93.1, WGAN-GP 414.1 -> 384.7 / 398.4 / 396.3, SR
 step against 11,800-14,000), DCGAN 75.2 -> 70.5-73.0, DnCNN-S level (512.2 -> 514-521),
 SNGAN, ESPCN and the VAE level. PyTorch's steps gain from it too when it runs in the
 same process (``python -m benchmarks.step --malloc reuse|system``, README Performance:
-SRCNN 85.5 -> 54.6-58.2 ms, WGAN-GP 458.7 -> 380-383). Tried: also one arena for all threads (``M_ARENA_MAX =
-1``, so that every block comes from the main heap, which has no size limit): DnCNN-S 512
--> 491 ms, but CycleGAN 135 -> 148-165 and WGAN-GP 414 -> 451 ms (more user time in
+SRCNN 85.5 -> 54.6-58.2 ms, WGAN-GP 458.7 -> 380-383). Tried: also one arena for all
+threads (``M_ARENA_MAX = 1``, so that every block comes from the main heap, which has no
+size limit): DnCNN-S 512 -> 491 ms, but CycleGAN 135 -> 148-165 and WGAN-GP 414 -> 451 ms (more user time in
 every step), not kept.
 
 ``launch.py`` and ``benchmarks/step.py`` call :func:`configure` at start-up;
