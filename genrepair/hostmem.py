@@ -24,8 +24,8 @@ SNGAN, ESPCN and the VAE level. PyTorch's steps gain from it too when it runs in
 same process (``python -m benchmarks.step --malloc reuse|system``, README Performance:
 SRCNN 85.5 -> 54.6-58.2 ms, WGAN-GP 458.7 -> 380-383). Tried: also one arena for all
 threads (``M_ARENA_MAX = 1``, so that every block comes from the main heap, which has no
-size limit): DnCNN-S 512 -> 491 ms, but CycleGAN 135 -> 148-165 and WGAN-GP 414 -> 451 ms (more user time in
-every step), not kept.
+size limit): DnCNN-S 512 -> 491 ms, but CycleGAN 135 -> 148-165 and WGAN-GP 414 -> 451
+ms (more user time in every step), not kept.
 
 ``launch.py`` and ``benchmarks/step.py`` call :func:`configure` at start-up;
 ``GENREPAIR_MALLOC=system`` leaves malloc alone. Only glibc (Linux) has these settings;

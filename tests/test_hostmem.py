@@ -63,7 +63,10 @@ def test_bad_mode_is_refused_and_system_changes_nothing():
   assert out.returncode != 0 and "launch.py: GENREPAIR_MALLOC='bogus'" in out.stderr
 
 
-@pytest.mark.skipif(hostmem._libc() is None, reason="glibc's malloc only")  # pylint: disable=protected-access
+_GLIBC = hostmem._libc() is not None  # pylint: disable=protected-access
+
+
+@pytest.mark.skipif(not _GLIBC, reason="glibc's malloc only")
 def test_step_temporaries_are_reused_instead_of_faulted_in_every_call():
   system, reuse = _run("system"), _run("reuse")
   pages = system["temp"] // 4096
