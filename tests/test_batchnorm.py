@@ -130,6 +130,17 @@ def test_second_order_gradients_match_flax():
     np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=1e-4)
 
 
+def _assert_close(got, want):
+  """Outputs, running statistics, parameter and input gradients ``(y, s, gv, gx)``."""
+  (y, s, gv, gx), (y_ref, s_ref, gv_ref, gx_ref) = got, want
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
+  for k in ("scale", "bias"):
+    np.testing.assert_allclose(gv["params"][k], gv_ref["params"][k], rtol=1e-4, atol=1e-5)
+  for k in ("mean", "var"):
+    np.testing.assert_allclose(s[k], s_ref[k], rtol=1e-5)
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_sharded_batch_and_shard_map_axis_name_match_one_device(relu):
   mesh = sharding.make_mesh({"data": -1})
@@ -139,15 +150,11 @@ def test_sharded_batch_and_shard_map_axis_name_match_one_device(relu):
   vg = jax.value_and_grad(_train_loss(ours, c), argnums=(0, 1), has_aux=True)
   (_, (y_ref, s_ref)), (gv_ref, gx_ref) = jax.value_and_grad(
       _train_loss(ref, c, _post(relu)), argnums=(0, 1), has_aux=True)(variables, x)
+  ref = (y_ref, s_ref, gv_ref, gx_ref)
   # Under jit with the batch sharded over 8 devices (XLA's all-reduces).
   batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
   (_, (y, s)), (gv, gx) = jax.jit(vg)(variables, jax.device_put(x, batch))
-  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
-  for k in ("scale", "bias"):
-    np.testing.assert_allclose(gv["params"][k], gv_ref["params"][k], rtol=1e-4, atol=1e-5)
-  for k in ("mean", "var"):
-    np.testing.assert_allclose(s[k], s_ref[k], rtol=1e-5)
+  _assert_close((y, s, gv, gx), ref)
   # Per device inside shard_map with axis_name: x's gradient uses every shard's sums,
   # the parameter gradients are the shard's own and sum over the devices to the total.
   dp, _ = _layers(axis_name=sharding.DATA_AXIS, relu=relu)
@@ -162,9 +169,4 @@ def test_sharded_batch_and_shard_map_axis_name_match_one_device(relu):
       local, mesh=mesh, in_specs=(P(), P(sharding.DATA_AXIS), P(sharding.DATA_AXIS)),
       out_specs=(P(sharding.DATA_AXIS), P(), P(), P(sharding.DATA_AXIS)),
       check_vma=False))(variables, jax.device_put(x, batch), c_s)
-  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(gx, gx_ref, rtol=1e-4, atol=1e-5)
-  for k in ("scale", "bias"):
-    np.testing.assert_allclose(gv["params"][k], gv_ref["params"][k], rtol=1e-4, atol=1e-5)
-  for k in ("mean", "var"):
-    np.testing.assert_allclose(s[k], s_ref[k], rtol=1e-5)
+  _assert_close((y, s, gv, gx), ref)
