@@ -34,10 +34,14 @@ import sys
 
 from genrepair import hostmem
 
-try:  # keep and reuse the steps' large host buffers (genrepair/hostmem.py; GENREPAIR_MALLOC)
-  hostmem.configure()
-except (ValueError, OSError) as _e:
+try:  # keep and reuse the steps' large host buffers (genrepair/hostmem.py; GENREPAIR_MALLOC);
+  # GENREPAIR_MALLOC=mimalloc restarts this process once, with mimalloc preloaded.
+  _MALLOC = hostmem.configure(restart_argv=sys.orig_argv[1:])
+except (ValueError, OSError, RuntimeError) as _e:
   sys.exit(f"launch.py: {_e}")
+if _MALLOC and _MALLOC.get("allocator") == "mimalloc":
+  print(f"launch.py: host malloc: mimalloc ({_MALLOC['library']}, MIMALLOC_PURGE_DELAY="
+        f"{_MALLOC['MIMALLOC_PURGE_DELAY']})", file=sys.stderr, flush=True)
 
 from absl import app, flags, logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags

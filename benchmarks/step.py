@@ -27,7 +27,8 @@ holds the experiment's dataset (the config decides, as in training).
 
 ``--malloc reuse`` (default) makes glibc's malloc keep large freed blocks for the next
 step, for both frameworks in this process (:mod:`genrepair.hostmem`, as ``launch.py``
-does); ``--malloc system`` measures the default allocator.
+does); ``--malloc system`` measures the default allocator; ``--malloc mimalloc`` restarts
+the benchmark with mimalloc preloaded (the ``mimalloc`` extra), for both frameworks.
 
 Configs: ``experiments/dcgan_mnist.py``, ``lsgan_mnist.py``, ``sngan_mnist.py`` and the
 ``runlocal`` (CPU) variants of
@@ -512,9 +513,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--block", type=int, default=1,
                  help="--order interleaved: alternate the two sides every BLOCK steps")
   p.add_argument("--malloc", default=os.environ.get("GENREPAIR_MALLOC") or "reuse",
-                 choices=["reuse", "system"],
-                 help="glibc malloc for both sides: 'reuse' keeps large blocks for the next"
-                 " step, as launch.py does (genrepair/hostmem.py); 'system' leaves it alone")
+                 choices=list(hostmem.MODES),
+                 help="host malloc for both sides (genrepair/hostmem.py): 'reuse' makes"
+                 " glibc keep large blocks for the next step, as launch.py does; 'system'"
+                 " leaves it alone; 'mimalloc' restarts with mimalloc preloaded")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
   p.add_argument("--devices", type=int, default=1,
                  help="step mode: shard the batch over this many CPU devices (the process"
@@ -531,8 +533,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the benchmark; prints a Markdown table and returns ``{'meta', 'results'}``."""
+  # Run as a script, --malloc mimalloc restarts the process with mimalloc preloaded.
+  restart = sys.orig_argv[1:] if argv is None else None
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
+  malloc = hostmem.configure(args.malloc, restart)  # process-wide: JAX and PyTorch alike
   models = list(BENCHES) if args.model == "all" else [args.model]
   threads = args.threads or num_cores()
   use_torch = args.mode == "step" and not args.no_torch and torch_available()
@@ -548,9 +553,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
   if args.devices > 1:  # before the first use of the backend
     jax.config.update("jax_num_cpu_devices", args.devices)
-  malloc = hostmem.configure(args.malloc)  # process-wide: JAX and PyTorch alike
   meta = machine_info(argv, threads, use_torch)
-  meta["malloc"] = {"mode": args.malloc, "mallopt": malloc}
+  meta["malloc"] = {"mode": args.malloc, "settings": malloc}
   results = []
   if args.mode == "step":
     meta["peak_gflops"] = matmul_peak(args.peak_size, use_torch)

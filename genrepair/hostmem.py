@@ -37,14 +37,24 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.metadata
 import os
+import sys
+from collections.abc import Sequence
 
 # mallopt(3) parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1  # bytes (mallopt takes an int)
 
-ENV = "GENREPAIR_MALLOC"  # 'reuse' (default) or 'system'
+ENV = "GENREPAIR_MALLOC"  # 'reuse' (default), 'system' or 'mimalloc'
+MODES = ("reuse", "system", "mimalloc")
+MIMALLOC_ENV = "GENREPAIR_MIMALLOC"  # path of libmimalloc.so (default: the cmeel-mimalloc wheel's)
+# mimalloc's own options (environment, read when it loads): never return freed memory to
+# the system (purge), so a step's blocks stay committed for the next step. A value the
+# user already set wins.
+MIMALLOC_OPTIONS = {"MIMALLOC_PURGE_DELAY": "-1"}
+_REEXEC = "GENREPAIR_MALLOC_REEXEC"  # set in the restarted process (no restart loops)
 
 _applied: dict[str, int] | None = None
 
@@ -60,28 +70,42 @@ def _libc():
   return libc
 
 
-def configure(mode: str | None = None) -> dict[str, int] | None:
-  """Makes glibc's malloc keep and reuse large blocks (module docstring); idempotent.
+def configure(mode: str | None = None, restart_argv: Sequence[str] | None = None
+              ) -> dict[str, int | str] | None:
+  """Applies the host malloc mode (module docstring); idempotent.
 
   Args:
-    mode: ``'reuse'`` (the settings above) or ``'system'`` (change nothing); default the
-      environment variable ``GENREPAIR_MALLOC``, else ``'reuse'``.
+    mode: ``'reuse'`` (the glibc settings above), ``'system'`` (change nothing) or
+      ``'mimalloc'`` (mimalloc with :data:`MIMALLOC_OPTIONS`, see :func:`mimalloc_library`);
+      default the environment variable ``GENREPAIR_MALLOC``, else ``'reuse'``.
+    restart_argv: ``'mimalloc'`` only: when mimalloc is not loaded yet, the process
+      restarts itself (``os.execve``) as ``sys.executable *restart_argv`` with
+      ``LD_PRELOAD`` set, so this must be called before anything worth keeping has run
+      (``launch.py`` and ``benchmarks.step`` pass ``sys.orig_argv[1:]`` at start-up).
+      None: no restart (see Raises).
 
   Returns:
-    The settings applied (``{'M_MMAP_MAX': 0, 'M_TRIM_THRESHOLD': 2147483647}``), or
-    None when nothing was changed (``'system'``, or not glibc).
+    ``'reuse'``: the settings applied (``{'M_MMAP_MAX': 0, 'M_TRIM_THRESHOLD':
+    2147483647}``), or None when not glibc. ``'system'``: None. ``'mimalloc'``:
+    ``{'allocator': 'mimalloc', 'library': path, 'MIMALLOC_PURGE_DELAY': value}``.
 
   Raises:
-    ValueError: ``mode`` (or ``GENREPAIR_MALLOC``) is neither ``'reuse'`` nor ``'system'``.
-    OSError: glibc refused a setting (``mallopt`` returned 0).
+    ValueError: ``mode`` (or ``GENREPAIR_MALLOC``) is not one of :data:`MODES`;
+      ``'mimalloc'`` and no library found (install hint), or ``GENREPAIR_MIMALLOC`` names
+      no file.
+    RuntimeError: ``'mimalloc'`` is not loaded and ``restart_argv`` is None.
+    OSError: glibc refused a setting (``mallopt`` returned 0), or the restarted process
+      still has no mimalloc (``LD_PRELOAD`` ignored).
   """
   global _applied
   mode = mode or os.environ.get(ENV) or "reuse"
-  if mode not in ("reuse", "system"):
-    raise ValueError(f"{ENV}={mode!r}: expected 'reuse' (keep and reuse large malloc blocks)"
-                     " or 'system' (leave malloc as it is).")
+  if mode not in MODES:
+    raise ValueError(f"{ENV}={mode!r}: expected 'reuse' (keep and reuse large malloc blocks),"
+                     " 'system' (leave malloc as it is) or 'mimalloc' (preload mimalloc).")
   if mode == "system":
     return None
+  if mode == "mimalloc":
+    return _mimalloc(restart_argv)
   if _applied is not None:
     return _applied
   libc = _libc()
@@ -94,3 +118,68 @@ def configure(mode: str | None = None) -> dict[str, int] | None:
       raise OSError(f"mallopt({name}, {value}) failed; set {ENV}=system to skip.")
   _applied = {name: value for name, (_, value) in settings.items()}
   return _applied
+
+
+def mimalloc_library() -> str | None:
+  """Path of the mimalloc shared library: ``$GENREPAIR_MIMALLOC``, else the
+  ``cmeel-mimalloc`` wheel's (``pip install 'genrepair[mimalloc]'``), else None.
+
+  Raises:
+    ValueError: ``GENREPAIR_MIMALLOC`` is set but names no file.
+  """
+  path = os.environ.get(MIMALLOC_ENV)
+  if path:
+    if not os.path.isfile(path):
+      raise ValueError(f"{MIMALLOC_ENV}={path!r}: no such file (expected libmimalloc.so).")
+    return path
+  try:
+    dist = importlib.metadata.distribution("cmeel-mimalloc")
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  names = sorted(str(f) for f in dist.files or ()
+                 if os.path.basename(str(f)).startswith("libmimalloc.so"))
+  for name in names:  # libmimalloc.so, .so.3, .so.3.4: the same library
+    path = str(dist.locate_file(name))
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def loaded_allocator() -> str | None:
+  """``'mimalloc'`` when this process has mimalloc mapped (``/proc/self/maps``), else None
+  (glibc's malloc, or no ``/proc``)."""
+  try:
+    with open("/proc/self/maps", encoding="utf-8") as f:
+      maps = f.read()
+  except OSError:
+    return None
+  return "mimalloc" if "libmimalloc" in maps else None
+
+
+def _mimalloc(restart_argv: Sequence[str] | None) -> dict[str, int | str]:
+  """Mode ``'mimalloc'`` of :func:`configure`: checks it is loaded, else restarts with it."""
+  if loaded_allocator() == "mimalloc":
+    os.environ.pop(_REEXEC, None)  # children that restart may do so again
+    lib = next((p for p in os.environ.get("LD_PRELOAD", "").split(":") if "mimalloc" in p), "")
+    return {"allocator": "mimalloc", "library": lib,
+            **{k: os.environ.get(k, "") for k in MIMALLOC_OPTIONS}}
+  if os.environ.get(_REEXEC):
+    raise OSError(f"{ENV}=mimalloc: restarted with LD_PRELOAD="
+                  f"{os.environ.get('LD_PRELOAD', '')!r}, but mimalloc is not loaded.")
+  lib = mimalloc_library()
+  if lib is None:
+    raise ValueError(f"{ENV}=mimalloc: mimalloc not found; pip install 'genrepair[mimalloc]'"
+                     f" (the cmeel-mimalloc wheel) or set {MIMALLOC_ENV}=/path/libmimalloc.so.")
+  if restart_argv is None:
+    raise RuntimeError(f"{ENV}=mimalloc: mimalloc must be loaded when the process starts:"
+                       f" LD_PRELOAD={lib} (launch.py and benchmarks.step restart themselves"
+                       " so).")
+  env = dict(os.environ)
+  env["LD_PRELOAD"] = ":".join(filter(None, [lib, env.get("LD_PRELOAD", "")]))
+  for key, value in MIMALLOC_OPTIONS.items():
+    env.setdefault(key, value)
+  env[_REEXEC] = "1"
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *restart_argv], env)
+  raise AssertionError("unreachable")  # execve does not return
