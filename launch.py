@@ -34,8 +34,8 @@ import sys
 
 from genrepair import hostmem
 
-try:  # keep and reuse the steps' large host buffers (genrepair/hostmem.py; GENREPAIR_MALLOC);
-  # GENREPAIR_MALLOC=mimalloc restarts this process once, with mimalloc preloaded.
+try:  # keep and reuse the steps' large host buffers (genrepair/hostmem.py; GENREPAIR_MALLOC):
+  # with mimalloc installed this process restarts once, with it preloaded.
   _MALLOC = hostmem.configure(restart_argv=sys.orig_argv[1:])
 except (ValueError, OSError, RuntimeError) as _e:
   sys.exit(f"launch.py: {_e}")

@@ -25,10 +25,12 @@ of two ``--peak-size`` square float32 matrices (median of 10).
 step on a device-resident synthetic batch; the data come from ``$GENREPAIR_DATA`` when it
 holds the experiment's dataset (the config decides, as in training).
 
-``--malloc reuse`` (default) makes glibc's malloc keep large freed blocks for the next
-step, for both frameworks in this process (:mod:`genrepair.hostmem`, as ``launch.py``
-does); ``--malloc system`` measures the default allocator; ``--malloc mimalloc`` restarts
-the benchmark with mimalloc preloaded (the ``mimalloc`` extra), for both frameworks.
+``--malloc`` sets the host allocator of the whole process, so of both frameworks, as
+``launch.py`` does (:mod:`genrepair.hostmem`): ``mimalloc`` restarts the benchmark with
+mimalloc preloaded (the ``mimalloc`` extra), ``reuse`` makes glibc's malloc keep large
+freed blocks for the next step, ``system`` measures glibc's default, ``auto`` (default)
+is ``mimalloc`` when installed, else ``reuse``. The allocator in use is printed and
+stored in the JSON (``meta.malloc``).
 
 Configs: ``experiments/dcgan_mnist.py``, ``lsgan_mnist.py``, ``sngan_mnist.py`` and the
 ``runlocal`` (CPU) variants of
@@ -512,11 +514,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       " environment has it (unset: PyTorch's own default)")
   p.add_argument("--block", type=int, default=1,
                  help="--order interleaved: alternate the two sides every BLOCK steps")
-  p.add_argument("--malloc", default=os.environ.get("GENREPAIR_MALLOC") or "reuse",
+  p.add_argument("--malloc", default=os.environ.get("GENREPAIR_MALLOC") or "auto",
                  choices=list(hostmem.MODES),
-                 help="host malloc for both sides (genrepair/hostmem.py): 'reuse' makes"
-                 " glibc keep large blocks for the next step, as launch.py does; 'system'"
-                 " leaves it alone; 'mimalloc' restarts with mimalloc preloaded")
+                 help="host malloc for both sides, as launch.py (genrepair/hostmem.py):"
+                 " 'mimalloc' restarts with mimalloc preloaded; 'reuse' makes glibc keep"
+                 " large blocks for the next step; 'system' leaves malloc alone; 'auto'"
+                 " (default): mimalloc when installed, else reuse")
   p.add_argument("--json", default=None, help="write the results to this JSON file")
   p.add_argument("--devices", type=int, default=1,
                  help="step mode: shard the batch over this many CPU devices (the process"
@@ -554,7 +557,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.devices > 1:  # before the first use of the backend
     jax.config.update("jax_num_cpu_devices", args.devices)
   meta = machine_info(argv, threads, use_torch)
-  meta["malloc"] = {"mode": args.malloc, "settings": malloc}
+  meta["malloc"] = {"mode": args.malloc, "allocator": hostmem.loaded_allocator() or "glibc",
+                    "settings": malloc}
   results = []
   if args.mode == "step":
     meta["peak_gflops"] = matmul_peak(args.peak_size, use_torch)
@@ -588,7 +592,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"{meta['date']}; {meta['cpu']}, {meta['cores']} cores; jax {meta['jax']}"
         + (f", torch {meta['torch']} ({threads} threads, OMP_WAIT_POLICY="
            f"{meta['omp_wait_policy'] or 'unset'})" if use_torch else "")
-        + f"; malloc {args.malloc}"
+        + f"; malloc {args.malloc} ({meta['malloc']['allocator']})"
         + f"; load average {meta['load_avg_start'][0]:.2f} -> {meta['load_avg_end'][0]:.2f}")
   out = {"meta": meta, "results": results}
   if args.json:

@@ -1,4 +1,4 @@
-"""Host (CPU) malloc settings for training processes: keep and reuse large blocks.
+"""Host (CPU) malloc for training processes: keep and reuse large blocks (mimalloc or glibc).
 
 XLA:CPU allocates each execution's temporary buffer (all of a step's intermediates in one
 block: 35, 37, 46 and 109 MiB per device for the CycleGAN, WGAN-GP, SRCNN and DnCNN-S
@@ -27,10 +27,28 @@ threads (``M_ARENA_MAX = 1``, so that every block comes from the main heap, whic
 size limit): DnCNN-S 512 -> 491 ms, but CycleGAN 135 -> 148-165 and WGAN-GP 414 -> 451
 ms (more user time in every step), not kept.
 
-``launch.py`` and ``benchmarks/step.py`` call :func:`configure` at start-up;
-``GENREPAIR_MALLOC=system`` leaves malloc alone. Only glibc (Linux) has these settings;
-elsewhere :func:`configure` does nothing. The same settings for any process, from the
-environment: ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647``.
+**mimalloc** (mode ``'mimalloc'``, and ``'auto'``'s choice when installed: ``pip install
+'genrepair[mimalloc]'``, the ``cmeel-mimalloc`` wheel of Microsoft's allocator) has no
+such limit: preloaded (``LD_PRELOAD``, so the process restarts itself once at start-up)
+with ``MIMALLOC_PURGE_DELAY=-1`` (freed memory is never handed back), every step reuses
+the previous step's blocks whatever their size. A jitted function with 96 MiB of
+temporaries (``tests/test_hostmem.py``): 24,577 minor faults per call under glibc with or
+without the settings above, 0 under mimalloc. JAX steps (2 devices, 2026-11-30, same
+probe as above): DnCNN-S 518.5 -> 469.5 ms (55,800 -> 1 fault per step), CycleGAN 133.3
+(glibc default) -> 90.6 ms. ``benchmarks.step`` with both frameworks under it (README
+Performance): DnCNN-S 515.8 / 490.8 ms (JAX / PyTorch, glibc 'reuse') -> 453.3 / 472.7.
+Debian's jemalloc told to keep its memory (``MALLOC_CONF=oversize_threshold:0,
+dirty_decay_ms:-1,muzzy_decay_ms:-1``) did as well for DnCNN-S (460.5 ms) but is not on
+PyPI, and CycleGAN was slower under it (105.7 ms).
+
+Modes (``GENREPAIR_MALLOC``; ``launch.py`` and ``benchmarks/step.py`` call
+:func:`configure` first thing): ``'auto'`` (default: mimalloc when installed, else
+``'reuse'``), ``'mimalloc'`` (an error when not installed), ``'reuse'`` (the glibc
+settings), ``'system'`` (leave malloc alone). Only glibc (Linux) has the ``'reuse'``
+settings; elsewhere they do nothing. The same settings for any process, from the
+environment: ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647``,
+or ``LD_PRELOAD=.../libmimalloc.so MIMALLOC_PURGE_DELAY=-1``. The cost of both: the
+process keeps its peak heap.
 """
 
 from __future__ import annotations
@@ -47,8 +65,8 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1  # bytes (mallopt takes an int)
 
-ENV = "GENREPAIR_MALLOC"  # 'reuse' (default), 'system' or 'mimalloc'
-MODES = ("reuse", "system", "mimalloc")
+ENV = "GENREPAIR_MALLOC"  # 'auto' (default), 'mimalloc', 'reuse' or 'system'
+MODES = ("auto", "mimalloc", "reuse", "system")
 MIMALLOC_ENV = "GENREPAIR_MIMALLOC"  # path of libmimalloc.so (default: the cmeel-mimalloc wheel's)
 # mimalloc's own options (environment, read when it loads): never return freed memory to
 # the system (purge), so a step's blocks stay committed for the next step. A value the
@@ -75,37 +93,46 @@ def configure(mode: str | None = None, restart_argv: Sequence[str] | None = None
   """Applies the host malloc mode (module docstring); idempotent.
 
   Args:
-    mode: ``'reuse'`` (the glibc settings above), ``'system'`` (change nothing) or
-      ``'mimalloc'`` (mimalloc with :data:`MIMALLOC_OPTIONS`, see :func:`mimalloc_library`);
-      default the environment variable ``GENREPAIR_MALLOC``, else ``'reuse'``.
-    restart_argv: ``'mimalloc'`` only: when mimalloc is not loaded yet, the process
-      restarts itself (``os.execve``) as ``sys.executable *restart_argv`` with
+    mode: ``'mimalloc'`` (mimalloc with :data:`MIMALLOC_OPTIONS`, see
+      :func:`mimalloc_library`), ``'reuse'`` (the glibc settings above), ``'system'``
+      (change nothing) or ``'auto'``: ``'mimalloc'`` when its library is installed and
+      ``restart_argv`` is given (or it is loaded already), else ``'reuse'``. Default: the
+      environment variable ``GENREPAIR_MALLOC``, else ``'auto'``.
+    restart_argv: when mimalloc is wanted but not loaded, the process restarts itself
+      (``os.execve``, same process id) as ``sys.executable *restart_argv`` with
       ``LD_PRELOAD`` set, so this must be called before anything worth keeping has run
       (``launch.py`` and ``benchmarks.step`` pass ``sys.orig_argv[1:]`` at start-up).
       None: no restart (see Raises).
 
   Returns:
-    ``'reuse'``: the settings applied (``{'M_MMAP_MAX': 0, 'M_TRIM_THRESHOLD':
-    2147483647}``), or None when not glibc. ``'system'``: None. ``'mimalloc'``:
-    ``{'allocator': 'mimalloc', 'library': path, 'MIMALLOC_PURGE_DELAY': value}``.
+    mimalloc: ``{'allocator': 'mimalloc', 'library': path, 'MIMALLOC_PURGE_DELAY':
+    value}``. ``'reuse'``: the settings applied (``{'M_MMAP_MAX': 0, 'M_TRIM_THRESHOLD':
+    2147483647}``), or None when not glibc. ``'system'``: None.
 
   Raises:
     ValueError: ``mode`` (or ``GENREPAIR_MALLOC``) is not one of :data:`MODES`;
-      ``'mimalloc'`` and no library found (install hint), or ``GENREPAIR_MIMALLOC`` names
+      ``'mimalloc'`` and no library found (install hint); ``GENREPAIR_MIMALLOC`` names
       no file.
     RuntimeError: ``'mimalloc'`` is not loaded and ``restart_argv`` is None.
     OSError: glibc refused a setting (``mallopt`` returned 0), or the restarted process
-      still has no mimalloc (``LD_PRELOAD`` ignored).
+      still has no mimalloc (``LD_PRELOAD`` ignored; ``'auto'`` then warns on stderr and
+      takes ``'reuse'``).
   """
   global _applied
-  mode = mode or os.environ.get(ENV) or "reuse"
+  mode = mode or os.environ.get(ENV) or "auto"
   if mode not in MODES:
-    raise ValueError(f"{ENV}={mode!r}: expected 'reuse' (keep and reuse large malloc blocks),"
-                     " 'system' (leave malloc as it is) or 'mimalloc' (preload mimalloc).")
+    raise ValueError(f"{ENV}={mode!r}: expected one of {', '.join(map(repr, MODES))}"
+                     " (genrepair/hostmem.py).")
   if mode == "system":
     return None
   if mode == "mimalloc":
     return _mimalloc(restart_argv)
+  if mode == "auto" and (loaded_allocator() == "mimalloc" or (
+      restart_argv is not None and mimalloc_library() is not None)):
+    try:
+      return _mimalloc(restart_argv)
+    except OSError as e:  # LD_PRELOAD had no effect: glibc's settings instead
+      print(f"genrepair.hostmem: {e} Using glibc's malloc ('reuse').", file=sys.stderr)
   if _applied is not None:
     return _applied
   libc = _libc()
@@ -163,7 +190,7 @@ def _mimalloc(restart_argv: Sequence[str] | None) -> dict[str, int | str]:
     lib = next((p for p in os.environ.get("LD_PRELOAD", "").split(":") if "mimalloc" in p), "")
     return {"allocator": "mimalloc", "library": lib,
             **{k: os.environ.get(k, "") for k in MIMALLOC_OPTIONS}}
-  if os.environ.get(_REEXEC):
+  if os.environ.pop(_REEXEC, None):
     raise OSError(f"{ENV}=mimalloc: restarted with LD_PRELOAD="
                   f"{os.environ.get('LD_PRELOAD', '')!r}, but mimalloc is not loaded.")
   lib = mimalloc_library()

@@ -91,16 +91,18 @@ _MIMALLOC = hostmem.mimalloc_library() is not None
 def test_mimalloc_keeps_a_block_larger_than_a_glibc_thread_heap():
   # 96 MiB of temporaries, like DnCNN-S's 109 MiB step: above the 64 MiB heaps of glibc's
   # thread arenas, so even the 'reuse' settings map and fault it in on every call.
-  reuse, mim = _run("reuse", 12), _run("mimalloc", 12)
+  reuse, mim, auto = _run("reuse", 12), _run("mimalloc", 12), _run("auto", 12)
   pages = reuse["temp"] // 4096
   assert reuse["temp"] == 96 * 2**20 == mim["temp"]
-  assert reuse["allocator"] is None and mim["allocator"] == "mimalloc"
-  assert mim["applied"]["allocator"] == "mimalloc"
-  assert mim["applied"]["library"] == hostmem.mimalloc_library()
-  assert mim["applied"]["MIMALLOC_PURGE_DELAY"] == "-1"
+  assert reuse["allocator"] is None
+  for run in (mim, auto):  # 'auto' (the default) takes mimalloc when it is installed
+    assert run["allocator"] == "mimalloc"
+    assert run["applied"] == {"allocator": "mimalloc", "library": hostmem.mimalloc_library(),
+                              "MIMALLOC_PURGE_DELAY": "-1"}
   assert reuse["faults"] > 0.9 * pages, reuse
   # Measured: 0 faults per call.
   assert mim["faults"] < 0.01 * pages, mim
+  assert auto["faults"] < 0.01 * pages, auto
 
 
 def test_mimalloc_errors_name_the_setting(monkeypatch, tmp_path):
@@ -119,8 +121,9 @@ def test_mimalloc_errors_name_the_setting(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(not _MIMALLOC, reason="needs the mimalloc extra")
-def test_launch_restarts_itself_with_mimalloc():
-  env = dict(os.environ, GENREPAIR_MALLOC="mimalloc")
+@pytest.mark.parametrize("mode", ["mimalloc", None])
+def test_launch_restarts_itself_with_mimalloc(mode):
+  env = dict(os.environ, GENREPAIR_MALLOC=mode or "")  # '' = unset: 'auto'
   env.pop("LD_PRELOAD", None)
   out = subprocess.run([sys.executable, "launch.py", "train"], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=60)
@@ -128,3 +131,19 @@ def test_launch_restarts_itself_with_mimalloc():
   assert (f"launch.py: host malloc: mimalloc ({hostmem.mimalloc_library()},"
           " MIMALLOC_PURGE_DELAY=-1)") in out.stderr, out.stderr
   assert out.returncode != 0
+
+
+def test_auto_without_mimalloc_takes_glibc_reuse():
+  script = ("import json, sys; from genrepair import hostmem;"
+            " hostmem.mimalloc_library = lambda: None;"
+            " print(json.dumps([hostmem.configure('auto', sys.orig_argv[1:]),"
+            " hostmem.loaded_allocator()]))")
+  env = dict(os.environ, PYTHONPATH=REPO)
+  env.pop("LD_PRELOAD", None)
+  out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=60)
+  assert out.returncode == 0, out.stderr
+  applied, allocator = json.loads(out.stdout)
+  assert allocator is None
+  if _GLIBC:
+    assert applied == {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1}
