@@ -25,6 +25,11 @@ checkpoint (<workdir>/eval/) or the .npz; a shipped model's are only printed wit
 with a run, an exported file or a shipped model (genrepair/pretrained), in overlapping tiles
 (see genrepair/restore.py for the tiling, channel, 16-bit and mask rules); an existing
 output is only replaced with --overwrite.
+
+Host memory: GENREPAIR_MALLOC=auto (default) | mimalloc | reuse | system
+(genrepair/hostmem.py). With mimalloc installed (the `mimalloc` extra) the process restarts
+itself once at start-up with it preloaded, so that the steps' large host buffers are kept
+for the next step instead of being mapped and zero-filled anew; stderr says which.
 """
 
 from __future__ import annotations
