@@ -277,6 +277,25 @@ def cpu_device_count(spec: str, batch_size: int, mesh_config: Mapping[str, int],
   return count if count > 1 else None
 
 
+def eval_cpu_device_count(spec: str, *, cores: int | None = None,
+                          xla_flags: str | None = None) -> int | None:
+  """How many CPU devices ``launch.py eval --cpu_devices SPEC`` gives this process.
+
+  Evaluation runs each whole test image on one device and spreads the images over the
+  devices (:func:`genrepair.evaluate.evaluate`), so there is no batch to divide:
+  ``'auto'`` is one device per usable core; the rest as :func:`cpu_device_count`.
+
+  Returns:
+    The device count to set as ``jax_num_cpu_devices``, or None to leave JAX's default.
+
+  Raises:
+    ValueError: as :func:`cpu_device_count`.
+  """
+  cores = usable_cores() if cores is None else cores
+  return cpu_device_count(spec, max(1, cores), {"data": -1}, cores=cores,
+                          xla_flags=xla_flags)
+
+
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None) -> None:
   """Starts JAX's multi-process runtime (call before any other JAX use).

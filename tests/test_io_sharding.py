@@ -75,6 +75,15 @@ def test_cpu_device_count():
   for bad in ("0", "-2", "two", "1.5"):
     with pytest.raises(ValueError, match="--cpu_devices"):
       count(bad, 64, mesh, cores=2, xla_flags="")
+  # eval: no batch to divide; 'auto' is one device per core.
+  ecount = sharding.eval_cpu_device_count
+  assert ecount("auto", cores=2, xla_flags="") == 2
+  assert ecount("auto", cores=7, xla_flags="") == 7
+  assert ecount("auto", cores=1, xla_flags="") is None
+  assert ecount("3", cores=2, xla_flags="") == 3
+  assert ecount("auto", cores=2, xla_flags=flag) is None
+  with pytest.raises(ValueError, match="--cpu_devices"):
+    ecount("two", cores=2, xla_flags="")
 
 
 def test_data_parallel_value_and_grad_equals_value_and_grad_with_one_flat_all_reduce():

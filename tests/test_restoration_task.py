@@ -214,6 +214,23 @@ def test_tiled_eval_equals_whole_images_with_one_program(tfds_dir, monkeypatch):
     evaluate.evaluate(task, state, c)
 
 
+def test_whole_image_eval_on_every_device_equals_one_device(tfds_dir, monkeypatch):
+  """Whole images go round-robin to the local devices (8 here): the same numbers, to the
+  bit, as on one device."""
+  del tfds_dir
+  from genrepair import evaluate  # pylint: disable=import-outside-toplevel
+  c = _tiny_dncnn(monkeypatch)
+  task, _, init_rng, _, _, state_sharding = train.build(c, sharding.make_mesh({"data": -1}))
+  state = jax.jit(task.init, out_shardings=state_sharding)(init_rng)
+  state = state.replace(batch_stats=jax.tree.map(lambda a: a + 0.3, state.batch_stats))
+  c.eval.tile = -1
+  many = evaluate.evaluate(task, state, c)
+  one = evaluate.evaluate(task, state, c, devices=jax.local_devices()[:1])
+  assert len(jax.local_devices()) == 8 and len(many["per_image"]) == 2
+  assert many["model_devices"] == 2 and one["model_devices"] == 1
+  assert many["per_image"] == one["per_image"] and many["psnr"] == one["psnr"] != 0
+
+
 def test_choose_tile_minimises_computed_pixels():
   from genrepair import evaluate  # pylint: disable=import-outside-toplevel
   # BSD68 (321x481 both ways), DnCNN-S overlap 34: 2 x 3 tiles need 2T - 34 >= 321 and
