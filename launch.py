@@ -143,24 +143,21 @@ def _main(argv: list[str]) -> None:
     raise app.UsageError("--workdir is required" + (" (or, for eval, --weights / --model)."
                                                    if command == "eval" else "."))
   _setup_jax()
+  from genrepair import sharding  # pylint: disable=import-outside-toplevel
+  count = None
   if command == "train" and _CONFIG.value is not None:
-    from genrepair import sharding  # pylint: disable=import-outside-toplevel
     count = sharding.cpu_device_count(_CPU_DEVICES.value, int(_CONFIG.value.train.batch_size),
                                       _CONFIG.value.mesh, num_processes=_NUM_PROCESSES.value or 1)
-    if count:
-      import jax  # pylint: disable=import-outside-toplevel
-      jax.config.update("jax_num_cpu_devices", count)  # before the backend starts
   elif command == "eval":
     # Whole test images go round-robin to the CPU devices (genrepair/evaluate.py): by
     # default one device per core (BSD68 with DnCNN-S on 2 cores: 1.01 -> 0.89 s per image).
-    from genrepair import sharding  # pylint: disable=import-outside-toplevel
     count = sharding.eval_cpu_device_count(
         _CPU_DEVICES.value if flags.FLAGS["cpu_devices"].present else "auto")
-    if count:
-      import jax  # pylint: disable=import-outside-toplevel
-      jax.config.update("jax_num_cpu_devices", count)  # before the backend starts
   elif _CPU_DEVICES.value != "1":
     raise app.UsageError("--cpu_devices applies to train and eval only.")
+  if count:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_num_cpu_devices", count)  # before the backend starts
   if command == "restore":
     from genrepair import restore  # pylint: disable=import-outside-toplevel
     restore.check_output(_OUTPUT.value, overwrite=_OVERWRITE.value)  # before loading
@@ -172,7 +169,6 @@ def _main(argv: list[str]) -> None:
                                kernel_path=_KERNEL.value, tile=_TILE.value, overlap=_OVERLAP.value,
                                overwrite=_OVERWRITE.value) + f"; model: {source}")
     return
-  from genrepair import sharding  # pylint: disable=import-outside-toplevel
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if command == "train":
     if _CONFIG.value is None:

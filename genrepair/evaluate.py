@@ -164,8 +164,9 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
     masked image with zero holes for inpainting), the floor any model must beat.
     ``'tiling'``: ``{'tile', 'overlap', 'model_programs'}`` (``tile`` None: whole images;
     ``model_programs``: how many model programs were traced, one per input shape; each is
-    compiled once per device it runs on). ``'model_devices'``: how many devices ran the
-    model (whole images: round-robin over ``devices``; tiles: the first).
+    compiled once per device it runs on). ``'model_devices'``: how many devices the
+    model's outputs came from (whole images: round-robin over ``devices``; tiles: the
+    first).
 
   Raises:
     ValueError, FileNotFoundError: the eval dataset cannot be read; a positive
@@ -279,7 +280,7 @@ def evaluate(task, state, config: ml_collections.ConfigDict,
       "per_image": rows, "protocol": task.protocol(), "seed": int(ec.seed),
       "tiling": (dict(tile=runner.tile, overlap=runner.overlap, model_programs=runner.traces)
                  if tiled else dict(tile=None, overlap=None, model_programs=len(traces))),
-      "model_devices": 1 if tiled else min(len(devices), len(corrupted)),
+      "model_devices": len({d for p in preds for d in p.devices()}),  # observed
   }
   if with_baseline:
     results.update(baseline=baselines.name(kind, switching=task.switching),
