@@ -30,6 +30,10 @@ Host memory: GENREPAIR_MALLOC=auto (default) | mimalloc | reuse | system
 (genrepair/hostmem.py). With mimalloc installed (the `mimalloc` extra) the process restarts
 itself once at start-up with it preloaded, so that the steps' large host buffers are kept
 for the next step instead of being mapped and zero-filled anew; stderr says which.
+
+Convolutions: GENREPAIR_CONV=auto (default) | onednn | xla (genrepair/models/conv.py).
+With the `onednn` extra installed and g++ present, 2-D float32 convolutions on CPU run
+through oneDNN (genrepair/kernels/onednn.py), else through XLA; stderr says which.
 """
 
 from __future__ import annotations
@@ -170,6 +174,13 @@ def _main(argv: list[str]) -> None:
                                overwrite=_OVERWRITE.value) + f"; model: {source}")
     return
   sharding.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if command in ("train", "eval", "sample"):
+    from genrepair.kernels import onednn  # pylint: disable=import-outside-toplevel
+    from genrepair.models import conv  # pylint: disable=import-outside-toplevel
+    try:
+      print(f"launch.py: convolutions: {conv.backend_summary()}", file=sys.stderr, flush=True)
+    except onednn.OneDNNUnavailable as e:
+      raise ValueError(f"GENREPAIR_CONV=onednn: {e}") from None
   if command == "train":
     if _CONFIG.value is None:
       raise app.UsageError("train needs --config experiments/<name>.py")

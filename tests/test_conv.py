@@ -4,7 +4,8 @@ For every convolution type the models use, ``conv.Conv`` / ``conv.ConvTranspose`
 ``jit`` (default policy, and with the matmul weight gradient forced everywhere) against
 ``flax.linen.Conv`` / ``ConvTranspose``: forward outputs within 1e-6, input and kernel/bias
 gradients within 1e-5 of the gradient's scale, identical initial parameters; on one device
-and with the batch sharded over the 8 simulated devices.
+and with the batch sharded over the 8 simulated devices. With ``GENREPAIR_CONV=xla`` (the
+XLA forms); ``tests/test_onednn.py`` runs the same cases through oneDNN.
 """
 
 import functools
@@ -23,6 +24,12 @@ from genrepair.models import conv
 from genrepair.models import dcgan
 
 MATMUL = functools.partial(conv.conv_general_dilated, wgrad="matmul")
+
+
+@pytest.fixture(autouse=True)
+def _xla_backend(monkeypatch):
+  """These tests are about the XLA formulations; tests/test_onednn.py covers oneDNN."""
+  monkeypatch.setenv("GENREPAIR_CONV", "xla")
 
 # name: (transposed?, layer fields, input shape [B, H, W, Cin]); odd sizes throughout.
 CASES = {

@@ -117,6 +117,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -258,6 +259,12 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
     pointwise = all(k == 1 for k in rhs.shape[:n]) and all(s == 1 for s in strides)
     if is_thin_out(cfg, lhs.shape, rhs.shape):
       return _thin_conv(cfg, lhs, rhs)  # matmul + shifted sum (SRCNN's 5x5 32 -> 1)
+    matmul_1x1 = pointwise and all(p == (0, 0) for p in pads) and all(
+        d == 1 for d in lhs_dil)
+    if not matmul_1x1 and use_onednn(lhs, rhs):
+      y = _onednn_conv(cfg, lhs, rhs)
+      if y is not None:
+        return y
     if any(d != 1 for d in lhs_dil) or (pointwise and all(p == (0, 0) for p in pads)):
       wgrad = "matmul"  # transposed convs, and 1x1 convs (one matmul: SRCNN 59 -> 12 ms)
     elif split_chunk(lhs.shape, rhs.shape) is not None:
@@ -272,6 +279,106 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
       return _xla_conv(cfg, lhs, rhs)
     return _split_conv(cfg, chunk, lhs, rhs)
   return _conv(cfg, lhs, rhs)
+
+
+BACKENDS = ("auto", "onednn", "xla")
+
+
+def backend() -> str:
+  """The convolution backend of policy ``'auto'``: ``$GENREPAIR_CONV`` (default ``'auto'``).
+
+  ``'auto'``: oneDNN (:mod:`genrepair.kernels.onednn`) for 2-D float32 convolutions when
+  the default JAX backend is the CPU and the kernels build/load; XLA's (the forms of this
+  module) otherwise. ``'onednn'``: the same, but an error when the kernels are missing.
+  ``'xla'``: never oneDNN.
+
+  Raises:
+    ValueError: another value.
+  """
+  value = os.environ.get("GENREPAIR_CONV", "auto")
+  if value not in BACKENDS:
+    raise ValueError(f"GENREPAIR_CONV must be one of {BACKENDS}, got {value!r}.")
+  return value
+
+
+def use_onednn(lhs: jax.Array, rhs: jax.Array) -> bool:
+  """Whether policy ``'auto'`` computes ``conv(lhs, rhs)`` with oneDNN (see :func:`backend`).
+
+  Raises:
+    genrepair.kernels.onednn.OneDNNUnavailable: ``GENREPAIR_CONV=onednn`` and the kernels
+      cannot be built or loaded.
+  """
+  choice = backend()
+  if choice == "xla" or jax.default_backend() != "cpu":
+    return False
+  if lhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
+    return False
+  from genrepair.kernels import onednn
+  if choice == "onednn":
+    onednn.load()
+    return True
+  return onednn.available()
+
+
+def backend_summary() -> str:
+  """One line for logs: which kernels policy ``'auto'`` uses here, e.g. ``'oneDNN 3.2.0
+  (2-D float32; 1 thread per call)'`` or ``'XLA (GENREPAIR_CONV=xla)'``.
+
+  Builds/loads the oneDNN kernels when they would be used (call it after the CPU device
+  count is set).
+
+  Raises:
+    ValueError: a bad ``GENREPAIR_CONV``.
+    genrepair.kernels.onednn.OneDNNUnavailable: ``GENREPAIR_CONV=onednn`` without them.
+  """
+  choice = backend()
+  if choice == "xla":
+    return "XLA (GENREPAIR_CONV=xla)"
+  if jax.default_backend() != "cpu":
+    return f"XLA ({jax.default_backend()})"
+  from genrepair.kernels import onednn
+  try:
+    onednn.load()
+  except onednn.OneDNNUnavailable as e:
+    if choice == "onednn":
+      raise
+    return f"XLA (oneDNN unavailable: {str(e).splitlines()[0]})"
+  threads = onednn.threads_per_call()
+  return (f"oneDNN {onednn.version()} (2-D float32; {threads} thread"
+          f"{'s' if threads > 1 else ''} per call), XLA otherwise")
+
+
+def _onednn_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array | None:
+  """The convolution ``cfg`` through oneDNN, or None where its form does not apply.
+
+  Ordinary (and strided, kernel-dilated) convolutions are oneDNN's forward convolution.
+  A transposed one (input dilation ``a``, window stride 1) is the *input gradient* of
+  the convolution with strides ``a``, kernel ``flip(w)`` with ``Cin``/``Cout`` swapped
+  and padding ``(Kd - 1 - lo, Kd - 1 - hi)`` (``Kd = (K - 1) d + 1``), which is what
+  oneDNN's backward-data kernel computes; None when that padding would be negative or
+  both strides and input dilation exceed 1.
+  """
+  from genrepair.kernels import onednn
+  if all(a == 1 for a in cfg.lhs_dilation):
+    return onednn.conv(onednn.Geometry(cfg.strides, cfg.pads, cfg.rhs_dilation), lhs, rhs)
+  if any(s != 1 for s in cfg.strides):
+    return None
+  pads = []
+  for ax in range(2):
+    span = (rhs.shape[ax] - 1) * cfg.rhs_dilation[ax] + 1
+    pads.append((span - 1 - cfg.pads[ax][0], span - 1 - cfg.pads[ax][1]))
+  if any(p < 0 for pair in pads for p in pair):
+    return None
+  out = []
+  for ax in range(2):
+    span = (rhs.shape[ax] - 1) * cfg.rhs_dilation[ax] + 1
+    out.append((lhs.shape[ax + 1] - 1) * cfg.lhs_dilation[ax] + 1 + sum(cfg.pads[ax])
+               - span + 1)
+  if any(o < 1 for o in out):
+    return None
+  flipped = jnp.flip(rhs, axis=(0, 1)).swapaxes(2, 3)  # [K, K, Cout, Cin]
+  geo = onednn.Geometry(cfg.lhs_dilation, tuple(pads), cfg.rhs_dilation)
+  return onednn.conv_input_grad(geo, lhs, flipped, tuple(out))
 
 
 def _batch_devices() -> int:

@@ -1,0 +1,255 @@
+// 2-D convolutions for XLA:CPU through oneDNN, as XLA FFI custom calls.
+//
+// Three handlers share one geometry (stride, low/high padding, kernel dilation):
+//   genrepair_conv_fwd : x [N, H, W, Ci] (NHWC), w [Kh, Kw, Ci, Co] (HWIO) -> y [N, Ho, Wo, Co]
+//   genrepair_conv_bwd_data : g [N, Ho, Wo, Co], w -> dx [N, H, W, Ci]
+//   genrepair_conv_bwd_weights : x, g -> dw [Kh, Kw, Ci, Co]
+// i.e. oneDNN's convolution_forward / _backward_data / _backward_weights, float32. Operands
+// are reordered to the blocked layouts oneDNN picks ("any") and results back to NHWC/HWIO.
+// Every call runs on the XLA thread that executes it with `threads` OpenMP threads (1 when
+// XLA runs one CPU device per core, so devices do not compete for threads).
+// Primitives are cached per geometry and thread count; scratchpads and reorder buffers are
+// per calling thread, so the same primitive may run concurrently on several devices.
+#include <omp.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+
+#include "dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+
+namespace {
+
+enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+
+dnnl::engine& Engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+struct Entry {
+  dnnl::primitive prim;
+  // Plain (user) and internal descriptors of input a, input b, output c.
+  memory::desc a_user, b_user, c_user, a_md, b_md, c_md;
+  bool ra = false, rb = false, rc = false;
+  dnnl::primitive a_reorder, b_reorder, c_reorder;
+  int a_arg = 0, b_arg = 0, c_arg = 0;
+  size_t scratch = 0;
+};
+
+struct Buffers {
+  void* p[4] = {nullptr, nullptr, nullptr, nullptr};
+  size_t n[4] = {0, 0, 0, 0};
+  void* get(int i, size_t bytes) {
+    if (bytes == 0) return nullptr;
+    if (n[i] < bytes) {
+      std::free(p[i]);
+      size_t rounded = (bytes + 4095) / 4096 * 4096;
+      p[i] = std::aligned_alloc(4096, rounded);
+      n[i] = p[i] ? rounded : 0;
+    }
+    return p[i];
+  }
+  ~Buffers() {
+    for (void* q : p) std::free(q);
+  }
+};
+
+thread_local Buffers tls_buffers;
+
+std::mutex cache_mutex;
+std::unordered_map<std::string, std::shared_ptr<Entry>>& Cache() {
+  static auto* c = new std::unordered_map<std::string, std::shared_ptr<Entry>>();
+  return *c;
+}
+
+struct Geometry {
+  memory::dim N, H, W, Ci, Ho, Wo, Co, Kh, Kw;
+  memory::dims strides, pad_lo, pad_hi, dilation;  // dilation in oneDNN's convention (d - 1)
+};
+
+std::string Key(Kind kind, const Geometry& g, int threads) {
+  std::ostringstream s;
+  s << kind << ':' << g.N << ',' << g.H << ',' << g.W << ',' << g.Ci << ',' << g.Ho << ','
+    << g.Wo << ',' << g.Co << ',' << g.Kh << ',' << g.Kw;
+  for (const auto* v : {&g.strides, &g.pad_lo, &g.pad_hi, &g.dilation})
+    s << ';' << (*v)[0] << ',' << (*v)[1];
+  s << ";t" << threads;
+  return s.str();
+}
+
+std::shared_ptr<Entry> Build(Kind kind, const Geometry& g) {
+  auto& eng = Engine();
+  const auto f32 = memory::data_type::f32;
+  memory::dims src_d = {g.N, g.Ci, g.H, g.W}, w_d = {g.Co, g.Ci, g.Kh, g.Kw},
+               dst_d = {g.N, g.Co, g.Ho, g.Wo};
+  memory::desc src_u(src_d, f32, memory::format_tag::nhwc);
+  memory::desc w_u(w_d, f32, memory::format_tag::hwio);
+  memory::desc dst_u(dst_d, f32, memory::format_tag::nhwc);
+  memory::desc src_a(src_d, f32, memory::format_tag::any);
+  memory::desc w_a(w_d, f32, memory::format_tag::any);
+  memory::desc dst_a(dst_d, f32, memory::format_tag::any);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  auto fwd_pd = dnnl::convolution_forward::primitive_desc(
+      eng, dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src_a,
+      w_a, dst_a, g.strides, g.dilation, g.pad_lo, g.pad_hi, attr);
+  auto e = std::make_shared<Entry>();
+  if (kind == kFwd) {
+    e->prim = dnnl::convolution_forward(fwd_pd);
+    e->a_user = src_u; e->b_user = w_u; e->c_user = dst_u;
+    e->a_md = fwd_pd.src_desc(); e->b_md = fwd_pd.weights_desc(); e->c_md = fwd_pd.dst_desc();
+    e->a_arg = DNNL_ARG_SRC; e->b_arg = DNNL_ARG_WEIGHTS; e->c_arg = DNNL_ARG_DST;
+    e->scratch = fwd_pd.scratchpad_desc().get_size();
+  } else if (kind == kBwdData) {
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        eng, dnnl::algorithm::convolution_direct, src_a, w_a, dst_a, g.strides, g.dilation,
+        g.pad_lo, g.pad_hi, fwd_pd, attr);
+    e->prim = dnnl::convolution_backward_data(pd);
+    e->a_user = dst_u; e->b_user = w_u; e->c_user = src_u;
+    e->a_md = pd.diff_dst_desc(); e->b_md = pd.weights_desc(); e->c_md = pd.diff_src_desc();
+    e->a_arg = DNNL_ARG_DIFF_DST; e->b_arg = DNNL_ARG_WEIGHTS; e->c_arg = DNNL_ARG_DIFF_SRC;
+    e->scratch = pd.scratchpad_desc().get_size();
+  } else {
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        eng, dnnl::algorithm::convolution_direct, src_a, w_a, dst_a, g.strides, g.dilation,
+        g.pad_lo, g.pad_hi, fwd_pd, attr);
+    e->prim = dnnl::convolution_backward_weights(pd);
+    e->a_user = src_u; e->b_user = dst_u; e->c_user = w_u;
+    e->a_md = pd.src_desc(); e->b_md = pd.diff_dst_desc(); e->c_md = pd.diff_weights_desc();
+    e->a_arg = DNNL_ARG_SRC; e->b_arg = DNNL_ARG_DIFF_DST; e->c_arg = DNNL_ARG_DIFF_WEIGHTS;
+    e->scratch = pd.scratchpad_desc().get_size();
+  }
+  e->ra = e->a_md != e->a_user;
+  e->rb = e->b_md != e->b_user;
+  e->rc = e->c_md != e->c_user;
+  if (e->ra) e->a_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->a_user, eng, e->a_md));
+  if (e->rb) e->b_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->b_user, eng, e->b_md));
+  if (e->rc) e->c_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(eng, e->c_md, eng, e->c_user));
+  return e;
+}
+
+ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+               ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
+               ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
+               int64_t threads) {
+  if (a.element_type() != ffi::DataType::F32 || b.element_type() != ffi::DataType::F32 ||
+      c->element_type() != ffi::DataType::F32)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument, "genrepair oneDNN conv: float32 only");
+  auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  if (ad.size() != 4 || bd.size() != 4 || cd.size() != 4 || strides.size() != 2 ||
+      pad_lo.size() != 2 || pad_hi.size() != 2 || dilation.size() != 2)
+    return ffi::Error(ffi::ErrorCode::kInvalidArgument,
+                      "genrepair oneDNN conv: rank-4 operands and 2 spatial dims expected");
+  Geometry g;
+  if (kind == kFwd) {  // a = x, b = w, c = y
+    g.N = ad[0]; g.H = ad[1]; g.W = ad[2]; g.Ci = ad[3];
+    g.Kh = bd[0]; g.Kw = bd[1]; g.Co = bd[3]; g.Ho = cd[1]; g.Wo = cd[2];
+  } else if (kind == kBwdData) {  // a = g, b = w, c = dx
+    g.N = ad[0]; g.Ho = ad[1]; g.Wo = ad[2]; g.Co = ad[3];
+    g.Kh = bd[0]; g.Kw = bd[1]; g.Ci = bd[2]; g.H = cd[1]; g.W = cd[2];
+  } else {  // a = x, b = g, c = dw
+    g.N = ad[0]; g.H = ad[1]; g.W = ad[2]; g.Ci = ad[3];
+    g.Ho = bd[1]; g.Wo = bd[2]; g.Co = bd[3]; g.Kh = cd[0]; g.Kw = cd[1];
+  }
+  g.strides = {strides[0], strides[1]};
+  g.pad_lo = {pad_lo[0], pad_lo[1]};
+  g.pad_hi = {pad_hi[0], pad_hi[1]};
+  g.dilation = {dilation[0] - 1, dilation[1] - 1};
+  if (g.N == 0 || g.Ho == 0 || g.Wo == 0) {
+    std::memset(c->untyped_data(), 0, c->size_bytes());
+    return ffi::Error::Success();
+  }
+  int nthr = threads > 0 ? static_cast<int>(threads) : 1;
+  omp_set_num_threads(nthr);
+  try {
+    std::shared_ptr<Entry> e;
+    std::string key = Key(kind, g, nthr);
+    {
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      auto it = Cache().find(key);
+      if (it != Cache().end()) e = it->second;
+    }
+    if (!e) {
+      e = Build(kind, g);
+      std::lock_guard<std::mutex> lock(cache_mutex);
+      Cache().emplace(key, e);
+    }
+    auto& eng = Engine();
+    thread_local dnnl::stream strm(eng);
+    Buffers& buf = tls_buffers;
+    memory a_user(e->a_user, eng, a.untyped_data());
+    memory b_user(e->b_user, eng, b.untyped_data());
+    memory c_user(e->c_user, eng, c->untyped_data());
+    memory a_mem = e->ra ? memory(e->a_md, eng, buf.get(0, e->a_md.get_size())) : a_user;
+    memory b_mem = e->rb ? memory(e->b_md, eng, buf.get(1, e->b_md.get_size())) : b_user;
+    memory c_mem = e->rc ? memory(e->c_md, eng, buf.get(2, e->c_md.get_size())) : c_user;
+    if (e->ra) e->a_reorder.execute(strm, {{DNNL_ARG_FROM, a_user}, {DNNL_ARG_TO, a_mem}});
+    if (e->rb) e->b_reorder.execute(strm, {{DNNL_ARG_FROM, b_user}, {DNNL_ARG_TO, b_mem}});
+    std::unordered_map<int, memory> args = {{e->a_arg, a_mem}, {e->b_arg, b_mem}, {e->c_arg, c_mem}};
+    if (e->scratch) {
+      memory::desc sd({static_cast<memory::dim>(e->scratch)}, memory::data_type::u8,
+                      memory::format_tag::a);
+      args.emplace(DNNL_ARG_SCRATCHPAD, memory(sd, eng, buf.get(3, e->scratch)));
+    }
+    e->prim.execute(strm, args);
+    if (e->rc) e->c_reorder.execute(strm, {{DNNL_ARG_FROM, c_mem}, {DNNL_ARG_TO, c_user}});
+    strm.wait();
+  } catch (const dnnl::error& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal,
+                      std::string("genrepair oneDNN conv: ") + err.what() + " (status " +
+                          std::to_string(static_cast<int>(err.status)) + ")");
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Fwd(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+               ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
+               ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t) {
+  return Run(kFwd, a, b, c, s, lo, hi, d, t);
+}
+ffi::Error BwdData(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                   ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
+                   ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t) {
+  return Run(kBwdData, a, b, c, s, lo, hi, d, t);
+}
+ffi::Error BwdWeights(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                      ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
+                      ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t) {
+  return Run(kBwdWeights, a, b, c, s, lo, hi, d, t);
+}
+
+}  // namespace
+
+#define GENREPAIR_BIND                                  \
+  ffi::Ffi::Bind()                                      \
+      .Arg<ffi::AnyBuffer>()                            \
+      .Arg<ffi::AnyBuffer>()                            \
+      .Ret<ffi::AnyBuffer>()                            \
+      .Attr<ffi::Span<const int64_t>>("strides")        \
+      .Attr<ffi::Span<const int64_t>>("pad_lo")         \
+      .Attr<ffi::Span<const int64_t>>("pad_hi")         \
+      .Attr<ffi::Span<const int64_t>>("dilation")       \
+      .Attr<int64_t>("threads")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GenrepairConvFwd, Fwd, GENREPAIR_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GenrepairConvBwdData, BwdData, GENREPAIR_BIND);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GenrepairConvBwdWeights, BwdWeights, GENREPAIR_BIND);
+
+extern "C" const char* genrepair_onednn_version() {
+  static std::string v = [] {
+    const dnnl_version_t* ver = dnnl_version();
+    return std::to_string(ver->major) + "." + std::to_string(ver->minor) + "." +
+           std::to_string(ver->patch);
+  }();
+  return v.c_str();
+}

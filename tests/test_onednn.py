@@ -1,0 +1,189 @@
+"""genrepair.kernels.onednn: oneDNN convolutions equal XLA's, to second order, sharded.
+
+Every layer type of ``tests/test_conv.py`` (all the models' convolutions, plus strided,
+dilated and explicitly padded ones) through ``conv.Conv`` / ``conv.ConvTranspose`` with
+``GENREPAIR_CONV=onednn``, against the plain flax layers: forward within 1e-6, first
+derivatives within 1e-5 and gradient-penalty-style second derivatives within 1e-5 of their
+scale; with the batch sharded over 8 devices each device runs oneDNN on its own rows and
+the weight gradient is one all-reduce. Skipped when the kernels cannot be built here
+(no ``onednn-cpu-gomp`` wheel or no g++), unless ``GENREPAIR_REQUIRE_ONEDNN=1`` (CI).
+"""
+
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from genrepair import sharding
+from genrepair.kernels import onednn
+from genrepair.models import conv
+from tests import test_conv
+
+if not onednn.available():
+  if os.environ.get("GENREPAIR_REQUIRE_ONEDNN") == "1":
+    onednn.load()  # raises, with the reason
+  pytest.skip("oneDNN kernels unavailable here", allow_module_level=True)
+
+CASES_2D = sorted(k for k, v in test_conv.CASES.items() if len(v[2]) == 4)
+# Layers policy 'auto' keeps in XLA's faster forms: few output channels (conv.is_thin_out)
+# and unpadded 1x1 convolutions (a matmul).
+XLA_FORMS = {"1x1", "valid_5x5_cin8"} | {k for k in CASES_2D if k.startswith("thin_")}
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.fixture(autouse=True)
+def _onednn_backend(monkeypatch):
+  monkeypatch.setenv("GENREPAIR_CONV", "onednn")
+
+
+def _uses_onednn(fn, *args) -> int:
+  """oneDNN forward calls in ``fn``'s HLO (a fresh trace: GENREPAIR_CONV is read then)."""
+  text = jax.jit(lambda *a: fn(*a)).lower(*args).as_text()
+  return text.count(onednn.TARGETS["fwd"]) + text.count(onednn.TARGETS["bwd_data"])
+
+
+@pytest.mark.parametrize("name", CASES_2D)
+def test_layers_match_flax(name):
+  plain, fast, _ = test_conv._layers(name)
+  params, x, c = test_conv._inputs(name, plain)
+  assert _uses_onednn(lambda p, x: fast.apply({"params": p}, x), params, x) == (
+      name not in XLA_FORMS)
+  y_ref, gp_ref, gx_ref = test_conv._value_and_grads(plain)(params, x, c)
+  y, gp, gx = test_conv._value_and_grads(fast)(params, x, c)
+  test_conv._assert_close(y, y_ref, 1e-6, f"{name} forward")
+  test_conv._assert_close(gx, gx_ref, 1e-5, f"{name} input gradient")
+  test_conv._assert_close(gp, gp_ref, 1e-5, f"{name} parameter gradients")
+
+
+@pytest.mark.parametrize("name", ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2",
+                                  "3x3_s2_explicit_dilated", "t3x3_explicit_dilated",
+                                  "srcnn_5x5_valid", "thin_4x3_explicit"])
+def test_second_order_gradients_match_flax(name):
+  """d/d(params, x) of ||d<layer(x), c>/dx||^2 + <sin(dx), x> (WGAN-GP / R1 terms)."""
+  plain, fast, _ = test_conv._layers(name)
+  params, x, c = test_conv._inputs(name, plain)
+
+  def penalty(layer):
+    def fn(params, x):
+      gx = jax.grad(lambda x: jnp.sum(layer.apply({"params": params}, x) * c))(x)
+      return jnp.sum(gx ** 2) + jnp.sum(jnp.sin(gx) * x)
+    return jax.jit(jax.grad(fn, argnums=(0, 1)))
+
+  want = penalty(plain)(params, x)
+  assert float(np.max(np.abs(np.asarray(want[0]["kernel"])))) > 0.1
+  test_conv._assert_close(penalty(fast)(params, x), want, 1e-5, f"{name} second order")
+
+
+def test_third_order_of_the_primitives_matches_lax():
+  geo = onednn.Geometry((2, 1), ((1, 2), (0, 1)), (1, 2))
+  x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+  w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
+
+  def ref(x, w):
+    return lax.conv_general_dilated(x, w, geo.strides, geo.pads, rhs_dilation=geo.dilation,
+                                    dimension_numbers=NHWC,
+                                    precision=lax.Precision.HIGHEST)
+
+  def chain(f):
+    inner = lambda x, w: jnp.sum(jnp.tanh(f(x, w)))
+    second = lambda x, w: jnp.sum(jax.grad(inner, (0, 1))(x, w)[1] ** 2)
+    third = lambda x, w: jnp.sum(jnp.cos(jax.grad(second, 0)(x, w)))
+    return jax.jit(jax.grad(third, (0, 1)))(x, w)
+
+  got, want = chain(lambda x, w: onednn.conv(geo, x, w)), chain(ref)
+  test_conv._assert_close(got, want, 1e-4, "third order")
+
+
+@pytest.mark.parametrize("name", test_conv.SHARDED)
+def test_batch_sharded_over_8_devices(name):
+  assert jax.device_count() == 8
+  mesh = sharding.make_mesh({"data": -1})
+  plain, fast, _ = test_conv._layers(name)
+  params, x, c = test_conv._inputs(name, plain)
+  x, c = (jnp.concatenate([a] * 4) for a in (x, c))  # batch 8
+  y_ref, gp_ref, gx_ref = test_conv._value_and_grads(plain)(params, x, c)
+  batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  x_s, c_s = jax.device_put(x, batch), jax.device_put(c, batch)
+  params_s = jax.device_put(params, sharding.replicated(mesh))
+  y, gp, gx = test_conv._value_and_grads(fast)(params_s, x_s, c_s)
+  assert y.sharding.is_equivalent_to(batch, y.ndim)
+  assert gx.sharding.is_equivalent_to(batch, gx.ndim)
+  test_conv._assert_close(y, y_ref, 1e-6, f"{name} sharded forward")
+  test_conv._assert_close(gx, gx_ref, 1e-5, f"{name} sharded input gradient")
+  test_conv._assert_close(gp, gp_ref, 1e-5, f"{name} sharded parameter gradients")
+
+
+def test_compiled_step_runs_oneDNN_on_local_rows_and_all_reduces_the_kernel_gradient():
+  mesh = sharding.make_mesh({"data": -1})
+  geo = onednn.Geometry((1, 1), ((1, 1), (1, 1)), (1, 1))
+  x = jax.device_put(jnp.ones((16, 6, 6, 4)), NamedSharding(mesh, P("data")))
+  w = jax.device_put(jnp.ones((3, 3, 4, 5)), NamedSharding(mesh, P()))
+  grad = jax.jit(jax.grad(lambda x, w: jnp.sum(onednn.conv(geo, x, w) ** 2), (0, 1)))
+  text = grad.lower(x, w).compile().as_text()
+  calls = [line for line in text.splitlines() if "custom_call_target=\"genrepair_onednn" in line]
+  assert len(calls) == 3, calls  # forward, input gradient, weight gradient
+  # Each device's calls see its own 2 rows, never the gathered batch of 16.
+  assert all(re.search(r"f32\[2,6,6,[45]\]", line) for line in calls), calls
+  assert "all-gather" not in text and "all-to-all" not in text
+  assert len(re.findall(r"= f32\[3,3,4,5\]\{[^}]*\} all-reduce", text)) == 1
+  gx, gw = grad(x, w)
+  # d/dw sum(y^2) = sum over the batch, computed on 8 devices and all-reduced.
+  y = lax.conv_general_dilated(jnp.ones((16, 6, 6, 4)), jnp.ones((3, 3, 4, 5)), (1, 1),
+                               ((1, 1), (1, 1)), dimension_numbers=NHWC)
+  _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(
+      jnp.ones((16, 6, 6, 4)), w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC),
+                   jnp.ones((3, 3, 4, 5)))
+  np.testing.assert_allclose(np.asarray(gw), np.asarray(vjp(2 * y)[0]), rtol=1e-6)
+
+
+def test_policy_and_backend_selection(monkeypatch):
+  layer = conv.Conv(4, (3, 3))
+  x = jnp.ones((2, 5, 5, 3))
+  params = layer.init(jax.random.key(0), x)
+  apply = lambda p, x: layer.apply(p, x)
+  assert _uses_onednn(apply, params, x) == 1
+  monkeypatch.setenv("GENREPAIR_CONV", "xla")
+  assert _uses_onednn(apply, params, x) == 0
+  monkeypatch.setenv("GENREPAIR_CONV", "auto")
+  assert _uses_onednn(apply, params, x) == 1
+  # Explicit XLA formulations, other dtypes and other ranks stay in XLA.
+  explicit = conv.Conv(4, (3, 3), conv_general_dilated=test_conv.MATMUL)
+  assert _uses_onednn(lambda p, x: explicit.apply(p, x), params, x) == 0
+  half = conv.Conv(4, (3, 3), dtype=jnp.bfloat16)
+  assert _uses_onednn(lambda p, x: half.apply(p, x), params, x) == 0
+  conv1d = conv.Conv(4, (3,))
+  x1 = jnp.ones((2, 5, 3))
+  assert _uses_onednn(lambda p, x: conv1d.apply(p, x), conv1d.init(jax.random.key(0), x1),
+                      x1) == 0
+  monkeypatch.setenv("GENREPAIR_CONV", "fast")
+  with pytest.raises(ValueError, match="GENREPAIR_CONV must be one of"):
+    layer.apply(params, x)
+
+
+def test_threads_per_call_splits_the_cores_over_the_devices(monkeypatch):
+  monkeypatch.setattr(sharding, "usable_cores", lambda: 16)
+  assert onednn.threads_per_call() == 2  # 16 cores, 8 devices
+  monkeypatch.setattr(sharding, "usable_cores", lambda: 4)
+  assert onednn.threads_per_call() == 1
+
+
+def test_build_errors_name_the_cause(tmp_path, monkeypatch):
+  monkeypatch.setenv("CXX", "/bin/false")
+  with pytest.raises(onednn.OneDNNUnavailable, match="building onednn_conv.cc failed"):
+    onednn.build(tmp_path)
+  assert not list(tmp_path.iterdir())  # no half-written library left behind
+  monkeypatch.setattr(onednn, "RUNTIME_DIST", "onednn-not-installed")
+  with pytest.raises(onednn.OneDNNUnavailable, match="onednn-not-installed"):
+    onednn.build(tmp_path)
+
+
+def test_build_is_cached_by_content(tmp_path):
+  first = onednn.build(tmp_path)
+  mtime = first.stat().st_mtime_ns
+  assert onednn.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
+  assert onednn.version().startswith("3.")
