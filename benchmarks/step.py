@@ -16,6 +16,7 @@ steps and slow the JAX step that follows: ESPCN's 22.9 ms sequential, 28.7-31.1 
 interleaved). Each side: ``--warmup`` untimed steps, then the median of
 ``--steps`` timed steps (``block_until_ready`` on the JAX outputs; PyTorch CPU
 is synchronous). FLOPs per step come from XLA's ``cost_analysis()`` of the compiled step
+plus the oneDNN convolution calls it cannot see (``genrepair.kernels.onednn.hlo_flops``)
 (the analytic count of :mod:`benchmarks.flops` when XLA gives none) and are divided by
 each framework's median time; peak = the faster of a jitted ``jnp.dot`` and ``torch.mm``
 of two ``--peak-size`` square float32 matrices (median of 10).
@@ -70,6 +71,7 @@ import numpy as np
 
 from benchmarks import flops as flops_lib
 from genrepair import hostmem, sharding, train
+from genrepair.kernels import onednn
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL_HINT = ("PyTorch is not installed: timing the JAX side only. For the comparison:"
@@ -244,9 +246,12 @@ class JaxStep:
     total = 0.0
     for variant in set(variants):  # each distinct program once, weighted by its count
       # Served from jit's cache: the executable that just ran, not a second compilation.
-      flops = _xla_flops(self.fn(variant).lower(self.state, batch, self.rng).compile())
+      compiled = self.fn(variant).lower(self.state, batch, self.rng).compile()
+      flops = _xla_flops(compiled)
       if flops is None:
         return seconds, None
+      # XLA does not count inside custom calls: add the oneDNN convolutions' FLOPs.
+      flops += onednn.hlo_flops(compiled.as_text())
       total += flops * variants.count(variant)
     # XLA counts one device's (SPMD-partitioned) program.
     return seconds, total / cycle * self.mesh.size

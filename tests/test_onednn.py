@@ -187,3 +187,15 @@ def test_build_is_cached_by_content(tmp_path):
   mtime = first.stat().st_mtime_ns
   assert onednn.build(tmp_path) == first and first.stat().st_mtime_ns == mtime
   assert onednn.version().startswith("3.")
+
+
+def test_hlo_flops_counts_every_call_of_the_step():
+  geo = onednn.Geometry((2, 1), ((1, 1), (0, 2)), (1, 1))
+  x, w = jnp.ones((4, 7, 6, 3)), jnp.ones((3, 3, 3, 5))
+  grad = jax.jit(jax.grad(lambda x, w: jnp.sum(onednn.conv(geo, x, w) ** 2), (0, 1)))
+  # Output rows 0..3 read input rows 2o-1..2o+1: 2 + 3 + 3 + 2 taps meet rows 0..6;
+  # output columns 0..5 read columns o..o+2 of the input padded by 2 on the right:
+  # 3 + 3 + 3 + 3 + 2 + 1 taps meet columns 0..5.
+  per_call = 2 * 4 * 5 * 3 * (2 + 3 + 3 + 2) * (3 + 3 + 3 + 3 + 2 + 1)
+  assert onednn.hlo_flops(grad.lower(x, w).compile().as_text()) == 3 * per_call
+  assert onednn.hlo_flops(jax.jit(jnp.sin).lower(x).compile().as_text()) == 0.0

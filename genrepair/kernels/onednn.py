@@ -47,6 +47,7 @@ import hashlib
 import importlib.metadata
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -349,3 +350,67 @@ def _weight_grad_bwd(geo, kernel, res, c):
 
 
 _weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
+
+
+_RESULT = re.compile(r"= f32\[([0-9,]*)\]\S* custom-call\(")
+_TARGET = re.compile(r'custom_call_target="(genrepair_onednn_conv_\w+)"')
+_OPERANDS = re.compile(r"operand_layout_constraints=\{f32\[([0-9,]*)\]\S*, f32\[([0-9,]*)\]")
+
+
+_ATTR = re.compile(r"(strides|pad_lo|dilation) = dense<\[?([-0-9, ]*)\]?>")
+
+
+def _dims(text: str) -> list[int]:
+  return [int(v) for v in text.split(",") if v]
+
+
+def _taps(size: int, out: int, kernel: int, stride: int, lo: int, dilation: int) -> int:
+  """Kernel taps, summed over the outputs of one axis, that meet the input (not padding)."""
+  return sum(1 for o in range(out) for k in range(kernel)
+             if 0 <= o * stride - lo + k * dilation < size)
+
+
+def hlo_flops(hlo_text: str) -> float:
+  """FLOPs of the oneDNN convolution calls in an HLO module's text (XLA's
+  ``cost_analysis()`` does not see inside custom calls).
+
+  Each call of forward, input or weight gradient counts the convolution's multiply-adds
+  twice: ``2 * B * Cout * Cin`` times, per spatial axis, the kernel taps summed over the
+  outputs that meet the input rather than the zero padding (XLA's convention for its own
+  convolutions, and :mod:`benchmarks.flops`'s).
+
+  Raises:
+    ValueError: a call whose attributes cannot be read.
+
+  Args:
+    hlo_text: e.g. ``jit(f).lower(...).compile().as_text()`` (one device's program).
+
+  Returns:
+    The sum over the calls (0.0 when there are none).
+  """
+  total = 0.0
+  for line in hlo_text.splitlines():
+    target, result, operands = (_TARGET.search(line), _RESULT.search(line),
+                                _OPERANDS.search(line))
+    if not (target and result and operands):
+      continue
+    target = target.group(1)
+    out_d, a_d, b_d = (_dims(result.group(1)), _dims(operands.group(1)),
+                       _dims(operands.group(2)))
+    if target == TARGETS["fwd"]:  # x, w -> y
+      y, kernel = out_d, b_d
+    elif target == TARGETS["bwd_data"]:  # g, w -> dx
+      y, kernel = a_d, b_d
+    else:  # x, g -> dw
+      y, kernel = b_d, out_d
+    x = {TARGETS["fwd"]: a_d, TARGETS["bwd_data"]: out_d, TARGETS["bwd_weights"]: a_d}[target]
+    attrs = {}
+    for name, values in _ATTR.findall(line):
+      v = [int(t) for t in values.replace(" ", "").split(",") if t]
+      attrs[name] = v * 2 if len(v) == 1 else v  # a splat holds one value for both axes
+    if set(attrs) != {"strides", "pad_lo", "dilation"}:
+      raise ValueError(f"hlo_flops: cannot read the attributes of {target} in: {line[:300]}")
+    taps = [_taps(x[1 + ax], y[1 + ax], kernel[ax], attrs["strides"][ax],
+                  attrs["pad_lo"][ax], attrs["dilation"][ax]) for ax in range(2)]
+    total += 2.0 * y[0] * y[3] * kernel[2] * taps[0] * taps[1]
+  return total

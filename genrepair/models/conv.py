@@ -1,6 +1,22 @@
-"""Convolution layers whose weight gradient XLA:CPU computes fast: matmuls per kernel tap.
+"""Convolution layers that train fast on XLA:CPU: oneDNN kernels, or XLA in faster forms.
 
-Why (GitHub issue "scale and speed"): XLA:CPU computes some convolution weight gradients
+**Backends** (policy ``wgrad='auto'``, the default; :func:`backend`, ``$GENREPAIR_CONV``):
+on the CPU backend, with the ``onednn`` extra installed and ``g++`` present, 2-D float32
+convolutions run through oneDNN (:mod:`genrepair.kernels.onednn`: forward, input and
+weight gradients as XLA FFI calls, one call per device on its own rows), except the two
+layer kinds whose XLA forms below measured faster (2 devices, batch sharded, ms for
+``grad`` of a layer, XLA / oneDNN; AMD EPYC, 2 cores, 2026-11-30): few output channels
+(:func:`is_thin_out`; SRCNN's 5x5 32 -> 1 2.2 / 7.2, DnCNN's 3x3 64 -> 1 1.5 / 6.5) and
+unpadded 1x1 (a matmul; SRCNN's 64 -> 32 3.2 / 3.7). The others, e.g. DnCNN's 3x3 64 ->
+64 23.4 / 22.2 (with the input gradient 35.8 / 30.3), ESPCN's 3x3 32 -> 9 6.1 / 4.6 and 5x5
+1 -> 64 1.8 / 1.2, SRCNN's 9x9 1 -> 64 7.2 / 5.8. Transposed (input-dilated) convolutions
+with stride 1 are oneDNN's backward-data kernel (:func:`_onednn_conv`). Train steps
+(``python -m benchmarks.step``, 2 devices; README Performance) went from 2-19% slower than
+PyTorch to faster for every benchmarked model. ``GENREPAIR_CONV=xla`` restores the XLA
+forms; the setting is read when a function is traced (jit caches keep what they traced).
+Other platforms (GPU, TPU), dtypes and ranks always take XLA's path.
+
+**XLA forms.** Why (GitHub issue "scale and speed"): XLA:CPU computes some convolution weight gradients
 through very slow generic loops (jax#23783, jax#31662, openxla/xla#34273). The issue
 reported, for one DnCNN layer (64 -> 64, 3x3 'SAME', batch 32 of 40x40), a forward of
 46 ms against a weight gradient of 400-650 ms, and a 128 -> 64 4x4 stride-2 transposed
