@@ -564,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   meta = machine_info(argv, threads, use_torch)
   meta["malloc"] = {"mode": args.malloc, "allocator": hostmem.loaded_allocator() or "glibc",
                     "settings": malloc}
+  from genrepair.models import conv  # pylint: disable=import-outside-toplevel
+  meta["conv"] = conv.backend_summary()  # GENREPAIR_CONV: oneDNN or XLA convolutions
   results = []
   if args.mode == "step":
     meta["peak_gflops"] = matmul_peak(args.peak_size, use_torch)
@@ -597,7 +599,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f"{meta['date']}; {meta['cpu']}, {meta['cores']} cores; jax {meta['jax']}"
         + (f", torch {meta['torch']} ({threads} threads, OMP_WAIT_POLICY="
            f"{meta['omp_wait_policy'] or 'unset'})" if use_torch else "")
-        + f"; malloc {args.malloc} ({meta['malloc']['allocator']})"
+        + f"; malloc {args.malloc} ({meta['malloc']['allocator']}); convolutions"
+        f" {meta['conv']}"
         + f"; load average {meta['load_avg_start'][0]:.2f} -> {meta['load_avg_end'][0]:.2f}")
   out = {"meta": meta, "results": results}
   if args.json:

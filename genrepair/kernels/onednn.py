@@ -180,7 +180,17 @@ def version() -> str:
 
 
 def threads_per_call() -> int:
-  """OpenMP threads per oneDNN call: usable cores // local CPU devices, at least 1."""
+  """OpenMP threads per oneDNN call: ``$GENREPAIR_ONEDNN_THREADS`` when set, else usable
+  cores // local CPU devices, at least 1.
+
+  Raises:
+    ValueError: ``GENREPAIR_ONEDNN_THREADS`` is not a positive integer.
+  """
+  value = os.environ.get("GENREPAIR_ONEDNN_THREADS")
+  if value:
+    if not value.isdigit() or int(value) < 1:
+      raise ValueError(f"GENREPAIR_ONEDNN_THREADS must be a positive integer, got {value!r}.")
+    return int(value)
   from genrepair import sharding
   devices = max(1, len(jax.local_devices(backend="cpu")))
   return max(1, sharding.usable_cores() // devices)
