@@ -234,7 +234,10 @@ def cpu_device_count(spec: str, batch_size: int, mesh_config: Mapping[str, int],
   weight gradients, are single-threaded), so on a CPU host the same data-parallel step
   over one device per core is faster for convolutional restoration models (2-core Xeon,
   ``python -m benchmarks.step --devices 2``: DnCNN-S 1.4x, SRCNN 1.5x, ESPCN 1.6x; the
-  MNIST GANs and the VAE gain nothing). Numbers are those of one device up to float
+  MNIST GANs and the VAE gain nothing). With the oneDNN kernels (``GENREPAIR_CONV``,
+  ``genrepair.kernels.onednn``: threads per call = cores / devices) the gap mostly
+  closes: ESPCN's step 16.8-17.4 ms on one device against 16.6-19.8 on two (AMD EPYC,
+  2 cores, 2026-11-30). Numbers are those of one device up to float
   summation order (batch statistics and means are global under jit; random draws do not
   depend on the sharding). The count only concerns the CPU backend: on GPU/TPU hosts
   the accelerators form the mesh and this is ignored.

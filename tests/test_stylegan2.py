@@ -151,14 +151,27 @@ def test_modulated_conv_equals_explicit_per_sample_conv(up, demodulate):
     np.testing.assert_allclose(got[b], np_conv_same(xb, wb), rtol=1e-4, atol=1e-5)
 
 
+@pytest.fixture(params=["xla", "onednn"])
+def conv_backend(request, monkeypatch):
+  """GENREPAIR_CONV for conv_s1: XLA's form, and oneDNN's calls where they build."""
+  if request.param == "onednn":
+    from genrepair.kernels import onednn  # pylint: disable=import-outside-toplevel
+    if not onednn.available():
+      pytest.skip("oneDNN kernels unavailable here")
+  monkeypatch.setenv("GENREPAIR_CONV", request.param)
+  return request.param
+
+
 @pytest.mark.parametrize("k,pads", [(3, ((1, 1), (1, 1))), (1, ((0, 0), (0, 0))),
                                     (3, ((2, 0), (0, 1)))])
-def test_conv_s1_derivatives_equal_lax(k, pads):
+def test_conv_s1_derivatives_equal_lax(k, pads, conv_backend):
   x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
   w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
   ref = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), pads,
                                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
   ours = lambda x, w: L.conv_s1(x, w, pads)
+  hlo = jax.jit(ours).lower(x, w).as_text()
+  assert ("genrepair_onednn_conv_fwd" in hlo) == (conv_backend == "onednn")
   np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
   y = jax.random.normal(jax.random.key(2), ref(x, w).shape)
   # First and second order (the structure of the path-length gradient).
@@ -169,7 +182,7 @@ def test_conv_s1_derivatives_equal_lax(k, pads):
 
 
 @pytest.mark.parametrize("k,size", [(3, 9), (1, 4), (3, 8)])
-def test_conv_s2_and_its_derivatives_equal_lax(k, size):
+def test_conv_s2_and_its_derivatives_equal_lax(k, size, conv_backend):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
   w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
   ref = lambda x, w: jax.lax.conv_general_dilated(x, w, (2, 2), "VALID",

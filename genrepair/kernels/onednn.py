@@ -1,10 +1,18 @@
 """2-D float32 convolutions on XLA:CPU through oneDNN (Intel's DNN library, as PyTorch uses).
 
-Why (GitHub issue "scale and speed"): on the 2-core AMD EPYC (Zen 4) of stop 22, XLA's
-own CPU convolutions (YNNPACK) reach ~95 GFLOP/s per core, oneDNN's ~116-126 (ESPCN's
-3x3 64 -> 32 layer on 32 maps of 17x17, one thread: forward 3.6 ms in XLA against 2.7 ms,
-and oneDNN's input and weight gradients at 2.7 and 3.0 ms). PyTorch's CPU training steps
-use oneDNN, which left some of genrepair's steps 2-19% behind them.
+Why (GitHub issue "scale and speed"): on the 2-core AMD EPYC (Zen 4) of stops 21-22,
+XLA's own CPU convolutions (YNNPACK) reach ~95 GFLOP/s per core, oneDNN's ~115-126
+(ESPCN's 3x3 64 -> 32 layer on 32 maps of 17x17, one thread: forward 3.6 ms in XLA
+against 2.7 ms, oneDNN's input and weight gradients 2.7 and 3.0 ms; DnCNN's 3x3 64 -> 64
+on a 481x321 image: 99 ms forward). PyTorch's CPU training steps use oneDNN, which left
+genrepair's steps up to 19% behind them; with these kernels every benchmarked step is at
+least level (README, Performance: ESPCN level, JAX / PyTorch 0.48-0.92 for the others).
+
+Layouts: the forward call reads and writes NHWC directly (oneDNN's brgemm kernels); the
+gradient calls reorder their operands to the blocked layouts oneDNN picks and the result
+back (its NHWC gradient kernels are gemm-based: 1.4-4.7x slower on the ESPCN and DnCNN
+layers above). Reorder buffers and
+scratchpads are per calling thread and grow to the largest call (kept for the process).
 
 What: three XLA FFI custom calls (``onednn_conv.cc``, built with ``g++`` against the
 ``onednn-cpu-gomp`` wheel on first use and cached) compute, for one geometry (window
@@ -37,6 +45,9 @@ oneDNN's float32 convolutions do not use reduced precision (its default fpmath m
 
 Raises: :class:`OneDNNUnavailable` from :func:`load` when the wheels or ``g++`` are
 missing or the build fails (its message has the compiler's output).
+
+Not covered: other dtypes (bfloat16, float16), grouped convolutions, 1-D/3-D, input
+dilation together with window strides (``genrepair.models.conv`` keeps XLA's path there).
 """
 
 from __future__ import annotations

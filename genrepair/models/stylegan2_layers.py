@@ -127,10 +127,14 @@ def downsample2d(x: jax.Array, taps: Sequence[float] = FIR_TAPS) -> jax.Array:
   return upfirdn2d(x, taps, down=2, pad=((k - 1) // 2, (k - 2) // 2))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_s1(x: jax.Array, w: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]
             ) -> jax.Array:
   """Stride-1 convolution whose derivatives of every order are canonical convolutions.
+
+  On the CPU backend with the oneDNN kernels (``genrepair.models.conv.use_onednn``:
+  ``GENREPAIR_CONV`` auto/onednn, float32) it is :func:`genrepair.kernels.onednn.conv`,
+  whose derivatives of every order are oneDNN calls too (no XLA convolution is left for
+  XLA to rewrite, inside ``lax.cond`` or not); otherwise the XLA form below.
 
   ``y[b, h, w, o] = sum_{kh, kw, i} xpad[b, h + kh, w + kw, i] w[kh, kw, i, o]``, ``xpad``
   = ``x`` zero-padded by ``pads``; exactly ``lax.conv_general_dilated`` in NHWC/HWIO.
@@ -157,11 +161,22 @@ def conv_s1(x: jax.Array, w: jax.Array, pads: tuple[tuple[int, int], tuple[int, 
   Returns:
     ``[B, H + lo + hi - KH + 1, W + lo + hi - KW + 1, O]``.
   """
+  from genrepair.models import conv  # pylint: disable=import-outside-toplevel
+  if conv.use_onednn(x, w):
+    from genrepair.kernels import onednn  # pylint: disable=import-outside-toplevel
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    return onednn.conv(onednn.Geometry((1, 1), pads, (1, 1)), x, w)
+  return _conv_s1_xla(x, w, pads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_s1_xla(x: jax.Array, w: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]
+                 ) -> jax.Array:
   return lax.conv_general_dilated(x, w, (1, 1), pads, dimension_numbers=_NHWC)
 
 
 def _conv_s1_fwd(x, w, pads):
-  return conv_s1(x, w, pads), (x, w)
+  return _conv_s1_xla(x, w, pads), (x, w)
 
 
 def _conv_s1_bwd(pads, res, g):
@@ -175,7 +190,7 @@ def _conv_s1_bwd(pads, res, g):
   return dx, dw
 
 
-conv_s1.defvjp(_conv_s1_fwd, _conv_s1_bwd)
+_conv_s1_xla.defvjp(_conv_s1_fwd, _conv_s1_bwd)
 
 
 def conv_s2(x: jax.Array, w: jax.Array) -> jax.Array:
