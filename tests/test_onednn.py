@@ -165,6 +165,25 @@ def test_policy_and_backend_selection(monkeypatch):
     layer.apply(params, x)
 
 
+@pytest.mark.parametrize("transposed,fields,onednn_calls", [
+    (False, dict(features=3, kernel_size=(3, 3), padding=((3, 1), (1, 1))), 1),  # > K - 1
+    (False, dict(features=3, kernel_size=(3, 3), padding=((-1, 1), (1, 1))), 0),  # negative
+    (True, dict(features=3, kernel_size=(3, 3), strides=(2, 2), padding="VALID"), 1),
+    # Transposed with padding > K - 1: oneDNN's padding K - 1 - p would be negative.
+    (True, dict(features=3, kernel_size=(3, 3), strides=(2, 2), padding=((3, 2), (1, 1))), 0),
+])
+def test_wide_and_negative_paddings(transposed, fields, onednn_calls):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  plain = (nn.ConvTranspose if transposed else nn.Conv)(**fields)
+  fast = (conv.ConvTranspose if transposed else conv.Conv)(**fields)
+  x = jax.random.normal(jax.random.key(1), (2, 7, 8, 4))
+  params = plain.init(jax.random.key(0), x)
+  assert _uses_onednn(lambda p, x: fast.apply(p, x), params, x) == onednn_calls
+  test_conv._assert_close(fast.apply(params, x), plain.apply(params, x), 1e-6, "forward")
+  loss = lambda layer: jax.grad(lambda p: jnp.sum(jnp.sin(layer.apply(p, x))))
+  test_conv._assert_close(loss(fast)(params), loss(plain)(params), 1e-5, "gradients")
+
+
 def test_threads_per_call_splits_the_cores_over_the_devices(monkeypatch):
   monkeypatch.setattr(sharding, "usable_cores", lambda: 16)
   assert onednn.threads_per_call() == 2  # 16 cores, 8 devices

@@ -372,17 +372,22 @@ def _onednn_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array | No
   A transposed one (input dilation ``a``, window stride 1) is the *input gradient* of
   the convolution with strides ``a``, kernel ``flip(w)`` with ``Cin``/``Cout`` swapped
   and padding ``(Kd - 1 - lo, Kd - 1 - hi)`` (``Kd = (K - 1) d + 1``), which is what
-  oneDNN's backward-data kernel computes; None when that padding would be negative or
-  both strides and input dilation exceed 1.
+  oneDNN's backward-data kernel computes. None (XLA's path) where a padding would be
+  negative, where there is no output, or where both strides and input dilation exceed 1.
   """
   from genrepair.kernels import onednn
+  spans = [(rhs.shape[ax] - 1) * cfg.rhs_dilation[ax] + 1 for ax in range(2)]
   if all(a == 1 for a in cfg.lhs_dilation):
+    if any(p < 0 for pair in cfg.pads for p in pair):
+      return None  # negative padding (cropping): XLA's path
+    if any(lhs.shape[ax + 1] + sum(cfg.pads[ax]) < spans[ax] for ax in range(2)):
+      return None  # no output position
     return onednn.conv(onednn.Geometry(cfg.strides, cfg.pads, cfg.rhs_dilation), lhs, rhs)
   if any(s != 1 for s in cfg.strides):
     return None
   pads = []
   for ax in range(2):
-    span = (rhs.shape[ax] - 1) * cfg.rhs_dilation[ax] + 1
+    span = spans[ax]
     pads.append((span - 1 - cfg.pads[ax][0], span - 1 - cfg.pads[ax][1]))
   if any(p < 0 for pair in pads for p in pair):
     return None
