@@ -173,6 +173,15 @@ def _xla_flops(compiled: Any) -> float | None:
   return float(value) if value and value > 0 else None
 
 
+def program_flops(compiled: Any) -> float | None:
+  """FLOPs of one compiled program: XLA's ``cost_analysis()`` plus the oneDNN convolution
+  calls it cannot see into (``genrepair.kernels.onednn.hlo_flops``); None if XLA gives none."""
+  flops = _xla_flops(compiled)
+  if flops is None:
+    return None
+  return flops + onednn.hlo_flops(compiled.as_text())
+
+
 def _param_counts(model: str, state: Any) -> dict[str, int]:
   size = lambda tree: int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
   if model in ("dcgan", "lsgan", "sngan", "wgan_gp", "stylegan2"):
@@ -246,12 +255,9 @@ class JaxStep:
     total = 0.0
     for variant in set(variants):  # each distinct program once, weighted by its count
       # Served from jit's cache: the executable that just ran, not a second compilation.
-      compiled = self.fn(variant).lower(self.state, batch, self.rng).compile()
-      flops = _xla_flops(compiled)
+      flops = program_flops(self.fn(variant).lower(self.state, batch, self.rng).compile())
       if flops is None:
         return seconds, None
-      # XLA does not count inside custom calls: add the oneDNN convolutions' FLOPs.
-      flops += onednn.hlo_flops(compiled.as_text())
       total += flops * variants.count(variant)
     # XLA counts one device's (SPMD-partitioned) program.
     return seconds, total / cycle * self.mesh.size

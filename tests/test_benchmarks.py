@@ -115,8 +115,8 @@ def test_stylegan2_bench_times_whole_lazy_cycles():
                                   jax_step.mesh)
   _, flops_per_step = jax_step.first_call(batch, cycle=2)
   assert jax_step.step == 2 and set(jax_step._fns) == {(True, True), (False, False)}  # pylint: disable=protected-access
-  per_variant = [step._xla_flops(jax_step.fn(v).lower(jax_step.state, batch, jax_step.rng)  # pylint: disable=protected-access
-                                 .compile()) for v in ((True, True), (False, False))]
+  per_variant = [step.program_flops(jax_step.fn(v).lower(jax_step.state, batch, jax_step.rng)  # pylint: disable=protected-access
+                                    .compile()) for v in ((True, True), (False, False))]
   assert per_variant[0] > 1.5 * per_variant[1] > 0  # the lazy terms differentiate twice
   assert flops_per_step == pytest.approx(sum(per_variant) / 2)
   config.losses.d.r1_penalty = 0.0
