@@ -1,4 +1,4 @@
-"""genrepair.kernels.onednn: oneDNN convolutions equal XLA's, to second order, sharded.
+"""genrepair.kernels.onednn: oneDNN convolutions equal XLA's, to third order, sharded.
 
 Every layer type of ``tests/test_conv.py`` (all the models' convolutions, plus strided,
 dilated and explicitly padded ones) through ``conv.Conv`` / ``conv.ConvTranspose`` with
@@ -42,7 +42,8 @@ def _onednn_backend(monkeypatch):
 
 
 def _uses_onednn(fn, *args) -> int:
-  """oneDNN forward calls in ``fn``'s HLO (a fresh trace: GENREPAIR_CONV is read then)."""
+  """oneDNN calls computing a layer's output in ``fn``'s HLO: forward, or backward-data for
+  a transposed layer (a fresh trace, since GENREPAIR_CONV is read when tracing)."""
   text = jax.jit(lambda *a: fn(*a)).lower(*args).as_text()
   return text.count(onednn.TARGETS["fwd"]) + text.count(onednn.TARGETS["bwd_data"])
 
