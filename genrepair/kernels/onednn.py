@@ -61,7 +61,6 @@ import pathlib
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from typing import NamedTuple, Sequence
@@ -109,7 +108,8 @@ def build(out_dir: pathlib.Path | None = None) -> pathlib.Path:
   """Compiles ``onednn_conv.cc`` (once per source/oneDNN/jaxlib version) and returns the .so.
 
   The library goes to ``$GENREPAIR_CACHE/onednn`` (default ``~/.cache/genrepair/onednn``)
-  under a hash of the source, the oneDNN library path and jaxlib's version; it is written
+  under a hash of the source, oneDNN's header, its library's path, size and modification
+  time, jaxlib's version and the compiler; it is written
   to a temporary name and renamed, so concurrent processes do not see half a file.
 
   Raises:
@@ -123,8 +123,10 @@ def build(out_dir: pathlib.Path | None = None) -> pathlib.Path:
     raise OneDNNUnavailable("no C++ compiler: install g++ or set CXX.")
   import jaxlib
   src = SOURCE.read_bytes()
-  digest = hashlib.sha256(src + str(lib).encode() + jaxlib.__version__.encode()
-                          + cxx.encode()).hexdigest()[:16]
+  stat = lib.stat()  # a reinstalled oneDNN at the same path gets a new build
+  digest = hashlib.sha256(src + header.read_bytes() + str(lib).encode()
+                          + f"{stat.st_size}:{stat.st_mtime_ns}".encode()
+                          + jaxlib.__version__.encode() + cxx.encode()).hexdigest()[:16]
   out_dir = out_dir or _cache_dir()
   target = out_dir / f"libgenrepair_onednn_{digest}.so"
   if target.exists():
