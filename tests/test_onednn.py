@@ -48,8 +48,20 @@ def _uses_onednn(fn, *args) -> int:
   return text.count(onednn.TARGETS["fwd"]) + text.count(onednn.TARGETS["bwd_data"])
 
 
+# Batch parts per call (genrepair.kernels.onednn.parts_per_call; 1 under the suite's 8
+# devices on 2 cores): 2 splits these batches of 2 (the parts run on XLA's pool threads and
+# the weight gradient adds them), 5 leaves fewer rows than parts (OpenMP threads instead).
+PARTS = [1, 2, 5]
+
+
+@pytest.fixture(params=PARTS, ids=lambda p: f"parts{p}")
+def parts(request, monkeypatch):
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", str(request.param))
+  return request.param
+
+
 @pytest.mark.parametrize("name", CASES_2D)
-def test_layers_match_flax(name):
+def test_layers_match_flax(name, parts):
   plain, fast, _ = test_conv._layers(name)
   params, x, c = test_conv._inputs(name, plain)
   assert _uses_onednn(lambda p, x: fast.apply({"params": p}, x), params, x) == (
@@ -64,7 +76,7 @@ def test_layers_match_flax(name):
 @pytest.mark.parametrize("name", ["3x3_same", "dcgan_d_4x4_s2", "dcgan_g_t4x4_s2",
                                   "3x3_s2_explicit_dilated", "t3x3_explicit_dilated",
                                   "srcnn_5x5_valid", "thin_4x3_explicit"])
-def test_second_order_gradients_match_flax(name):
+def test_second_order_gradients_match_flax(name, parts):
   """d/d(params, x) of ||d<layer(x), c>/dx||^2 + <sin(dx), x> (WGAN-GP / R1 terms)."""
   plain, fast, _ = test_conv._layers(name)
   params, x, c = test_conv._inputs(name, plain)
@@ -80,7 +92,7 @@ def test_second_order_gradients_match_flax(name):
   test_conv._assert_close(penalty(fast)(params, x), want, 1e-5, f"{name} second order")
 
 
-def test_third_order_of_the_primitives_matches_lax():
+def test_third_order_of_the_primitives_matches_lax(parts):
   geo = onednn.Geometry((2, 1), ((1, 2), (0, 1)), (1, 2))
   x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
   w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4))
@@ -101,7 +113,7 @@ def test_third_order_of_the_primitives_matches_lax():
 
 
 @pytest.mark.parametrize("name", test_conv.SHARDED)
-def test_batch_sharded_over_8_devices(name):
+def test_batch_sharded_over_8_devices(name, parts):
   assert jax.device_count() == 8
   mesh = sharding.make_mesh({"data": -1})
   plain, fast, _ = test_conv._layers(name)
@@ -185,11 +197,58 @@ def test_wide_and_negative_paddings(transposed, fields, onednn_calls):
   test_conv._assert_close(loss(fast)(params), loss(plain)(params), 1e-5, "gradients")
 
 
-def test_threads_per_call_splits_the_cores_over_the_devices(monkeypatch):
+def test_parts_per_call_split_the_cores_over_the_devices(monkeypatch):
+  monkeypatch.delenv("GENREPAIR_ONEDNN_PARTS", raising=False)
+  monkeypatch.delenv("GENREPAIR_ONEDNN_THREADS", raising=False)
   monkeypatch.setattr(sharding, "usable_cores", lambda: 16)
-  assert onednn.threads_per_call() == 2  # 16 cores, 8 devices
-  monkeypatch.setattr(sharding, "usable_cores", lambda: 4)
+  assert onednn.parts_per_call() == 2  # 16 cores, 8 devices
   assert onednn.threads_per_call() == 1
+  monkeypatch.setattr(sharding, "usable_cores", lambda: 4)
+  assert onednn.parts_per_call() == 1
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", "6")
+  monkeypatch.setenv("GENREPAIR_ONEDNN_THREADS", "3")
+  assert (onednn.parts_per_call(), onednn.threads_per_call()) == (6, 3)
+  assert "in 6 parts on XLA's threads, 3 OpenMP threads per part" in conv.backend_summary()
+  for name in ("GENREPAIR_ONEDNN_PARTS", "GENREPAIR_ONEDNN_THREADS"):
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ValueError, match=name + " must be a positive integer, got '0'"):
+      onednn.parts_per_call() if "PARTS" in name else onednn.threads_per_call()
+    monkeypatch.setenv(name, "1")
+
+
+def test_parts_are_reproducible_and_sum_in_a_fixed_order(monkeypatch):
+  """Batch 7 in 3 parts (rows 3 + 2 + 2): the same bits on every run, whichever thread runs
+  which part; the weight gradient is the in-order sum of the parts' gradients."""
+  geo = onednn.Geometry((1, 1), ((1, 1), (1, 1)), (1, 1))
+  x = jax.random.normal(jax.random.key(0), (7, 9, 8, 16))
+  g = jax.random.normal(jax.random.key(1), (7, 9, 8, 32))
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", "3")
+  wgrad = jax.jit(lambda x, g: onednn.conv_weight_grad(geo, x, g, (3, 3)))
+  runs = [np.asarray(wgrad(x, g)) for _ in range(5)]
+  assert all(np.array_equal(r, runs[0]) for r in runs)
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", "1")
+  whole = jax.jit(lambda x, g: onednn.conv_weight_grad(geo, x, g, (3, 3)))
+  by_part = [np.asarray(whole(x[a:b], g[a:b])) for a, b in ((0, 3), (3, 5), (5, 7))]
+  np.testing.assert_array_equal(runs[0], (by_part[0] + by_part[1]) + by_part[2])
+  assert not np.array_equal(runs[0], np.asarray(whole(x, g)))  # the split did happen
+
+
+def test_parts_of_concurrent_calls_share_a_busy_pool(monkeypatch):
+  """Eight independent convolutions in one program (XLA runs them concurrently on its
+  pool threads), each split into 4 parts that are scheduled on that same pool: every call
+  finishes (no thread waits for a queued task) and each equals XLA's convolution."""
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", "4")
+  geo = onednn.Geometry((1, 1), ((1, 1), (1, 1)), (1, 1))
+  xs = jax.random.normal(jax.random.key(0), (8, 6, 10, 10, 8))
+  ws = jax.random.normal(jax.random.key(1), (8, 3, 3, 8, 8))
+  many = jax.jit(lambda xs, ws: [jnp.tanh(onednn.conv(geo, xs[i], ws[i])) for i in range(8)])
+  for _ in range(3):
+    got = many(xs, ws)
+  for i in range(8):
+    want = jnp.tanh(lax.conv_general_dilated(xs[i], ws[i], (1, 1), geo.pads,
+                                             dimension_numbers=NHWC,
+                                             precision=lax.Precision.HIGHEST))
+    test_conv._assert_close(got[i], want, 1e-6, f"call {i}")
 
 
 def test_build_errors_name_the_cause(tmp_path, monkeypatch):

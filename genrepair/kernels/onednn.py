@@ -34,9 +34,22 @@ Data parallelism: each call is wrapped in ``custom_partitioning``. With the batc
 on its own rows; the weight gradient is summed over the batch axes with ``psum``. Any
 other sharding is gathered to that form first.
 
-Threads: each call runs on the XLA thread that executes it, with ``threads`` OpenMP
-threads: the usable cores divided by the local CPU device count (:func:`threads_per_call`),
-so with one CPU device per core the devices never compete for a thread pool.
+Threads: a call's batch rows are split into ``parts`` contiguous parts
+(:func:`parts_per_call`: the usable cores divided by the local CPU device count, so 2 on a
+2-core host with one device, 1 with one device per core). The XLA thread that executes the
+call schedules the other parts on XLA's intra-op thread pool and runs parts itself; every
+part is one single-threaded oneDNN call (``threads`` OpenMP threads, :func:`threads_per_call`,
+1 unless set). A part is run by whichever thread claims it first and the caller waits only
+for parts already running, so a busy pool never stalls a call. The split depends only on
+the batch size and ``parts``, never on which thread runs what, so results are
+reproducible; the weight gradient adds the parts' gradients in part order (float
+summation order differs from one call). A call with fewer rows than ``parts`` gives each
+row ``parts // rows`` OpenMP threads instead (a single 481x321 image on one device).
+Why not OpenMP threads inside oneDNN: on one device of the 2-core VM, OpenMP's teams (one
+per XLA thread) made the steps slower (ESPCN 15.6-17.6 ms, CycleGAN 98.7, WGAN-GP 443.1,
+StyleGAN2 137.6-149.7 against 14.1-15.0, 58.7, 344.5 and 97.7 split into parts) and
+slowed PyTorch's own OpenMP steps later in the same process (ESPCN 20.8-23.2 ms against
+17.5-18.5).
 
 Numbers: the same convolution as XLA's up to float summation order (``tests/test_onednn.py``
 compares values and first and second derivatives with ``jax.grad`` of
@@ -192,18 +205,35 @@ def version() -> str:
   return str(_state["version"])
 
 
+def _positive_env(name: str) -> int | None:
+  value = os.environ.get(name)
+  if not value:
+    return None
+  if not value.isdigit() or int(value) < 1:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+  return int(value)
+
+
 def threads_per_call() -> int:
-  """OpenMP threads per oneDNN call: ``$GENREPAIR_ONEDNN_THREADS`` when set, else usable
-  cores // local CPU devices, at least 1.
+  """OpenMP threads per oneDNN call (per batch part): ``$GENREPAIR_ONEDNN_THREADS`` when
+  set, else 1 (parallelism comes from :func:`parts_per_call`).
 
   Raises:
     ValueError: ``GENREPAIR_ONEDNN_THREADS`` is not a positive integer.
   """
-  value = os.environ.get("GENREPAIR_ONEDNN_THREADS")
-  if value:
-    if not value.isdigit() or int(value) < 1:
-      raise ValueError(f"GENREPAIR_ONEDNN_THREADS must be a positive integer, got {value!r}.")
-    return int(value)
+  return _positive_env("GENREPAIR_ONEDNN_THREADS") or 1
+
+
+def parts_per_call() -> int:
+  """Batch parts per oneDNN call, run in parallel on XLA's intra-op threads:
+  ``$GENREPAIR_ONEDNN_PARTS`` when set, else usable cores // local CPU devices, at least 1.
+
+  Raises:
+    ValueError: ``GENREPAIR_ONEDNN_PARTS`` is not a positive integer.
+  """
+  parts = _positive_env("GENREPAIR_ONEDNN_PARTS")
+  if parts:
+    return parts
   from genrepair import sharding
   devices = max(1, len(jax.local_devices(backend="cpu")))
   return max(1, sharding.usable_cores() // devices)
@@ -216,19 +246,19 @@ class Geometry(NamedTuple):
   dilation: tuple[int, int]
 
 
-def _attrs(geo: Geometry, threads: int) -> dict[str, object]:
+def _attrs(geo: Geometry, threads: int, parts: int) -> dict[str, object]:
   return dict(strides=np.asarray(geo.strides, np.int64),
               pad_lo=np.asarray([p[0] for p in geo.pads], np.int64),
               pad_hi=np.asarray([p[1] for p in geo.pads], np.int64),
               dilation=np.asarray(geo.dilation, np.int64),
-              threads=np.int64(threads))
+              threads=np.int64(threads), parts=np.int64(parts))
 
 
 def _call(kind: str, geo: Geometry, out_shape: tuple[int, ...], a: jax.Array,
           b: jax.Array) -> jax.Array:
   load()
   return jax.ffi.ffi_call(TARGETS[kind], jax.ShapeDtypeStruct(out_shape, jnp.float32))(
-      a, b, **_attrs(geo, threads_per_call()))
+      a, b, **_attrs(geo, threads_per_call(), parts_per_call()))
 
 
 def _batch_spec(sharding) -> tuple:

@@ -6,20 +6,26 @@
 //   genrepair_conv_bwd_weights : x, g -> dw [Kh, Kw, Ci, Co]
 // i.e. oneDNN's convolution_forward / _backward_data / _backward_weights, float32. Operands
 // are reordered to the blocked layouts oneDNN picks ("any") and results back to NHWC/HWIO.
-// Every call runs on the XLA thread that executes it with `threads` OpenMP threads (1 when
-// XLA runs one CPU device per core, so devices do not compete for threads).
+// A call's batch rows are split into `parts` contiguous parts, run by the executing XLA
+// thread and by tasks it schedules on XLA's intra-op pool (whichever claims a part first),
+// each part one oneDNN call with `threads` OpenMP threads (1 by default).
 // Primitives are cached per geometry and thread count; scratchpads and reorder buffers are
-// per calling thread, so the same primitive may run concurrently on several devices.
+// per executing thread, so the same primitive may run concurrently on several threads.
 #include <omp.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "dnnl.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -144,10 +150,79 @@ std::shared_ptr<Entry> Build(Kind kind, const Geometry& g) {
   return e;
 }
 
-ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
-               ffi::Span<const int64_t> strides, ffi::Span<const int64_t> pad_lo,
-               ffi::Span<const int64_t> pad_hi, ffi::Span<const int64_t> dilation,
-               int64_t threads) {
+// One oneDNN call over a whole operand set (`a`, `b` -> `c`, already offset to a part's
+// rows) with `nthr` OpenMP threads on the calling thread. Throws dnnl::error.
+void Execute(Kind kind, const Geometry& g, int nthr, void* a, void* b, void* c) {
+  omp_set_num_threads(nthr);
+  std::shared_ptr<Entry> e;
+  std::string key = Key(kind, g, nthr);
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    auto it = Cache().find(key);
+    if (it != Cache().end()) e = it->second;
+  }
+  if (!e) {
+    e = Build(kind, g);
+    std::lock_guard<std::mutex> lock(cache_mutex);
+    Cache().emplace(key, e);
+  }
+  auto& eng = Engine();
+  thread_local dnnl::stream strm(eng);
+  Buffers& buf = tls_buffers;
+  memory a_user(e->a_user, eng, a);
+  memory b_user(e->b_user, eng, b);
+  memory c_user(e->c_user, eng, c);
+  memory a_mem = e->ra ? memory(e->a_md, eng, buf.get(0, e->a_md.get_size())) : a_user;
+  memory b_mem = e->rb ? memory(e->b_md, eng, buf.get(1, e->b_md.get_size())) : b_user;
+  memory c_mem = e->rc ? memory(e->c_md, eng, buf.get(2, e->c_md.get_size())) : c_user;
+  if (e->ra) e->a_reorder.execute(strm, {{DNNL_ARG_FROM, a_user}, {DNNL_ARG_TO, a_mem}});
+  if (e->rb) e->b_reorder.execute(strm, {{DNNL_ARG_FROM, b_user}, {DNNL_ARG_TO, b_mem}});
+  std::unordered_map<int, memory> args = {{e->a_arg, a_mem}, {e->b_arg, b_mem}, {e->c_arg, c_mem}};
+  if (e->scratch) {
+    memory::desc sd({static_cast<memory::dim>(e->scratch)}, memory::data_type::u8,
+                    memory::format_tag::a);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(sd, eng, buf.get(3, e->scratch)));
+  }
+  e->prim.execute(strm, args);
+  if (e->rc) e->c_reorder.execute(strm, {{DNNL_ARG_FROM, c_mem}, {DNNL_ARG_TO, c_user}});
+  strm.wait();
+}
+
+// Parts of one call, claimed by whichever thread gets there first: the caller and the tasks
+// it schedules on XLA's intra-op pool. A task that finds every part claimed returns at once,
+// and the caller only ever waits for parts that are running, never for queued tasks, so no
+// thread can wait on a task that needs its own thread (no deadlock with a busy pool).
+struct Job {
+  int parts = 1;
+  std::atomic<int> next{0};
+  std::atomic<int> remaining{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string error;  // first failure, under mu
+  std::function<void(int)> part;  // only called for a claimed part, i.e. while Run waits
+};
+
+void Work(const std::shared_ptr<Job>& job) {
+  for (int k; (k = job->next.fetch_add(1)) < job->parts;) {
+    try {
+      job->part(k);
+    } catch (const dnnl::error& err) {
+      std::lock_guard<std::mutex> lock(job->mu);
+      if (job->error.empty())
+        job->error = std::string(err.what()) + " (status " +
+                     std::to_string(static_cast<int>(err.status)) + ")";
+    }
+    if (job->remaining.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(job->mu);
+      job->cv.notify_all();
+    }
+  }
+}
+
+ffi::Error Run(ffi::ThreadPool pool, Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b,
+               ffi::Result<ffi::AnyBuffer> c, ffi::Span<const int64_t> strides,
+               ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
+               ffi::Span<const int64_t> dilation, int64_t threads, int64_t parts) {
   if (a.element_type() != ffi::DataType::F32 || b.element_type() != ffi::DataType::F32 ||
       c->element_type() != ffi::DataType::F32)
     return ffi::Error(ffi::ErrorCode::kInvalidArgument, "genrepair oneDNN conv: float32 only");
@@ -175,41 +250,51 @@ ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
     std::memset(c->untyped_data(), 0, c->size_bytes());
     return ffi::Error::Success();
   }
-  int nthr = threads > 0 ? static_cast<int>(threads) : 1;
-  omp_set_num_threads(nthr);
+  // With fewer rows than parts (one image on one device), the rows share the parts'
+  // threads as OpenMP threads instead.
+  const int np = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(parts, g.N)));
+  const int nthr = static_cast<int>(std::max<int64_t>(1, threads) *
+                                    std::max<int64_t>(1, parts / np));
+  // Batch rows split into np contiguous parts (fixed by N and np, whoever runs them, so the
+  // result does not depend on scheduling); the weight gradient sums the parts' gradients
+  // in part order.
+  const size_t in_row = g.H * g.W * g.Ci, out_row = g.Ho * g.Wo * g.Co;
+  const size_t a_row = kind == kBwdData ? out_row : in_row;
+  const size_t b_row = kind == kBwdWeights ? out_row : 0;  // w is not split
+  const size_t c_row = kind == kFwd ? out_row : (kind == kBwdData ? in_row : 0);
+  const size_t w_size = g.Kh * g.Kw * g.Ci * g.Co;
+  float* pa = static_cast<float*>(a.untyped_data());
+  float* pb = static_cast<float*>(b.untyped_data());
+  float* pc = static_cast<float*>(c->untyped_data());
+  std::vector<float> partial(kind == kBwdWeights ? (np - 1) * w_size : 0);
+  auto part = [&](int k) {
+    memory::dim lo = g.N / np * k + std::min<memory::dim>(k, g.N % np);
+    memory::dim n = g.N / np + (k < g.N % np ? 1 : 0);
+    Geometry gk = g;
+    gk.N = n;
+    float* out = kind == kBwdWeights ? (k == 0 ? pc : partial.data() + (k - 1) * w_size)
+                                     : pc + lo * c_row;
+    Execute(kind, gk, nthr, pa + lo * a_row, pb + lo * b_row, out);
+  };
   try {
-    std::shared_ptr<Entry> e;
-    std::string key = Key(kind, g, nthr);
-    {
-      std::lock_guard<std::mutex> lock(cache_mutex);
-      auto it = Cache().find(key);
-      if (it != Cache().end()) e = it->second;
+    if (np == 1) {
+      part(0);
+    } else {
+      auto job = std::make_shared<Job>();
+      job->parts = np;
+      job->remaining = np;
+      job->part = part;
+      for (int i = 1; i < np; ++i) pool.Schedule([job] { Work(job); });
+      Work(job);
+      std::unique_lock<std::mutex> lock(job->mu);
+      job->cv.wait(lock, [&] { return job->remaining.load() == 0; });
+      if (!job->error.empty())
+        return ffi::Error(ffi::ErrorCode::kInternal, "genrepair oneDNN conv: " + job->error);
+      for (int k = 1; k < np; ++k) {
+        const float* q = partial.data() + (k - 1) * w_size;
+        for (size_t i = 0; i < partial.size() / (np - 1); ++i) pc[i] += q[i];
+      }
     }
-    if (!e) {
-      e = Build(kind, g);
-      std::lock_guard<std::mutex> lock(cache_mutex);
-      Cache().emplace(key, e);
-    }
-    auto& eng = Engine();
-    thread_local dnnl::stream strm(eng);
-    Buffers& buf = tls_buffers;
-    memory a_user(e->a_user, eng, a.untyped_data());
-    memory b_user(e->b_user, eng, b.untyped_data());
-    memory c_user(e->c_user, eng, c->untyped_data());
-    memory a_mem = e->ra ? memory(e->a_md, eng, buf.get(0, e->a_md.get_size())) : a_user;
-    memory b_mem = e->rb ? memory(e->b_md, eng, buf.get(1, e->b_md.get_size())) : b_user;
-    memory c_mem = e->rc ? memory(e->c_md, eng, buf.get(2, e->c_md.get_size())) : c_user;
-    if (e->ra) e->a_reorder.execute(strm, {{DNNL_ARG_FROM, a_user}, {DNNL_ARG_TO, a_mem}});
-    if (e->rb) e->b_reorder.execute(strm, {{DNNL_ARG_FROM, b_user}, {DNNL_ARG_TO, b_mem}});
-    std::unordered_map<int, memory> args = {{e->a_arg, a_mem}, {e->b_arg, b_mem}, {e->c_arg, c_mem}};
-    if (e->scratch) {
-      memory::desc sd({static_cast<memory::dim>(e->scratch)}, memory::data_type::u8,
-                      memory::format_tag::a);
-      args.emplace(DNNL_ARG_SCRATCHPAD, memory(sd, eng, buf.get(3, e->scratch)));
-    }
-    e->prim.execute(strm, args);
-    if (e->rc) e->c_reorder.execute(strm, {{DNNL_ARG_FROM, c_mem}, {DNNL_ARG_TO, c_user}});
-    strm.wait();
   } catch (const dnnl::error& err) {
     return ffi::Error(ffi::ErrorCode::kInternal,
                       std::string("genrepair oneDNN conv: ") + err.what() + " (status " +
@@ -220,18 +305,18 @@ ffi::Error Run(Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::A
 
 ffi::Error Fwd(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
-               ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t) {
-  return Run(kFwd, a, b, c, s, lo, hi, d, t);
+               ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n, ffi::ThreadPool pool) {
+  return Run(pool, kFwd, a, b, c, s, lo, hi, d, t, n);
 }
 ffi::Error BwdData(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                    ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
-                   ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t) {
-  return Run(kBwdData, a, b, c, s, lo, hi, d, t);
+                   ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n, ffi::ThreadPool pool) {
+  return Run(pool, kBwdData, a, b, c, s, lo, hi, d, t, n);
 }
 ffi::Error BwdWeights(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                       ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
-                      ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t) {
-  return Run(kBwdWeights, a, b, c, s, lo, hi, d, t);
+                      ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n, ffi::ThreadPool pool) {
+  return Run(pool, kBwdWeights, a, b, c, s, lo, hi, d, t, n);
 }
 
 }  // namespace
@@ -245,7 +330,9 @@ ffi::Error BwdWeights(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBu
       .Attr<ffi::Span<const int64_t>>("pad_lo")         \
       .Attr<ffi::Span<const int64_t>>("pad_hi")         \
       .Attr<ffi::Span<const int64_t>>("dilation")       \
-      .Attr<int64_t>("threads")
+      .Attr<int64_t>("threads")                         \
+      .Attr<int64_t>("parts")                           \
+      .Ctx<ffi::ThreadPool>()
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenrepairConvFwd, Fwd, GENREPAIR_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenrepairConvBwdData, BwdData, GENREPAIR_BIND);

@@ -339,7 +339,7 @@ def use_onednn(lhs: jax.Array, rhs: jax.Array) -> bool:
 
 def backend_summary() -> str:
   """One line for logs: which kernels policy ``'auto'`` uses here, e.g. ``'oneDNN 3.2.0
-  (2-D float32; 1 thread per call)'`` or ``'XLA (GENREPAIR_CONV=xla)'``.
+  (2-D float32; 1 part per call)'`` or ``'XLA (GENREPAIR_CONV=xla)'``.
 
   Builds/loads the oneDNN kernels when they would be used (call it after the CPU device
   count is set).
@@ -360,9 +360,11 @@ def backend_summary() -> str:
     if choice == "onednn":
       raise
     return f"XLA (oneDNN unavailable: {str(e).splitlines()[0]})"
-  threads = onednn.threads_per_call()
-  return (f"oneDNN {onednn.version()} (2-D float32; {threads} thread"
-          f"{'s' if threads > 1 else ''} per call), XLA otherwise")
+  threads, parts = onednn.threads_per_call(), onednn.parts_per_call()
+  split = (f"each call's batch in {parts} parts on XLA's threads" if parts > 1
+           else "1 part per call")
+  omp = f", {threads} OpenMP threads per part" if threads > 1 else ""
+  return f"oneDNN {onednn.version()} (2-D float32; {split}{omp}), XLA otherwise"
 
 
 def _onednn_conv(cfg: _Config, lhs: jax.Array, rhs: jax.Array) -> jax.Array | None:
