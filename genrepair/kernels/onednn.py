@@ -5,8 +5,9 @@ XLA's own CPU convolutions (YNNPACK) reach ~95 GFLOP/s per core, oneDNN's ~115-1
 (ESPCN's 3x3 64 -> 32 layer on 32 maps of 17x17, one thread: forward 3.6 ms in XLA
 against 2.7 ms, oneDNN's input and weight gradients 2.7 and 3.0 ms; DnCNN's 3x3 64 -> 64
 on a 481x321 image: 99 ms forward). PyTorch's CPU training steps use oneDNN, which left
-genrepair's steps up to 19% behind them; with these kernels every benchmarked step is at
-least level (README, Performance: ESPCN level, JAX / PyTorch 0.48-0.92 for the others).
+genrepair's steps up to 19% behind them; with these kernels every benchmarked step is
+faster (README, Performance, stop 23: JAX / PyTorch 0.53-0.96 on one CPU device, 0.52-0.92
+on two).
 
 Layouts: the forward call reads and writes NHWC directly (oneDNN's brgemm kernels); the
 gradient calls reorder their operands to the blocked layouts oneDNN picks and the result
@@ -45,11 +46,13 @@ the batch size and ``parts``, never on which thread runs what, so results are
 reproducible; the weight gradient adds the parts' gradients in part order (float
 summation order differs from one call). A call with fewer rows than ``parts`` gives each
 row ``parts // rows`` OpenMP threads instead (a single 481x321 image on one device).
-Why not OpenMP threads inside oneDNN: on one device of the 2-core VM, OpenMP's teams (one
-per XLA thread) made the steps slower (ESPCN 15.6-17.6 ms, CycleGAN 98.7, WGAN-GP 443.1,
-StyleGAN2 137.6-149.7 against 14.1-15.0, 58.7, 344.5 and 97.7 split into parts) and
-slowed PyTorch's own OpenMP steps later in the same process (ESPCN 20.8-23.2 ms against
-17.5-18.5).
+Why not OpenMP threads inside oneDNN (stop 22's way: one call, cores // devices threads):
+on one device of the 2-core VM the JAX steps were slower (CycleGAN 98.7 ms, WGAN-GP 443.1,
+StyleGAN2 137.6-149.7, SNGAN 72.1 against 58.7, 344.5, 97.7 and 60.3 split into parts;
+ESPCN 15.6-17.6 against 14.1-15.0 in 5 of 8 runs, 18.6-18.9 in 3), and PyTorch's own
+OpenMP steps later in the same process ran slower (ESPCN 20.8-23.2 ms against 17.4-18.3
+with XLA's kernels; with parts 17.5 and 18.5 ms, against 18.0 and 18.6 next to a
+2-device JAX step).
 
 Numbers: the same convolution as XLA's up to float summation order (``tests/test_onednn.py``
 compares values and first and second derivatives with ``jax.grad`` of
