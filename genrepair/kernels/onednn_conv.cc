@@ -15,12 +15,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -204,13 +204,19 @@ struct Job {
 
 void Work(const std::shared_ptr<Job>& job) {
   for (int k; (k = job->next.fetch_add(1)) < job->parts;) {
+    // Every claimed part is counted as done, failed or not, so the caller never hangs.
+    std::string failure;
     try {
       job->part(k);
     } catch (const dnnl::error& err) {
+      failure = std::string(err.what()) + " (status " +
+                std::to_string(static_cast<int>(err.status)) + ")";
+    } catch (const std::exception& err) {
+      failure = err.what();
+    }
+    if (!failure.empty()) {
       std::lock_guard<std::mutex> lock(job->mu);
-      if (job->error.empty())
-        job->error = std::string(err.what()) + " (status " +
-                     std::to_string(static_cast<int>(err.status)) + ")";
+      if (job->error.empty()) job->error = failure;
     }
     if (job->remaining.fetch_sub(1) == 1) {
       std::lock_guard<std::mutex> lock(job->mu);
@@ -290,32 +296,40 @@ ffi::Error Run(ffi::ThreadPool pool, Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer
       job->cv.wait(lock, [&] { return job->remaining.load() == 0; });
       if (!job->error.empty())
         return ffi::Error(ffi::ErrorCode::kInternal, "genrepair oneDNN conv: " + job->error);
-      for (int k = 1; k < np; ++k) {
-        const float* q = partial.data() + (k - 1) * w_size;
-        for (size_t i = 0; i < partial.size() / (np - 1); ++i) pc[i] += q[i];
+      if (kind == kBwdWeights) {
+        for (int k = 1; k < np; ++k) {
+          const float* q = partial.data() + (k - 1) * w_size;
+          for (size_t i = 0; i < w_size; ++i) pc[i] += q[i];
+        }
       }
     }
   } catch (const dnnl::error& err) {
     return ffi::Error(ffi::ErrorCode::kInternal,
                       std::string("genrepair oneDNN conv: ") + err.what() + " (status " +
                           std::to_string(static_cast<int>(err.status)) + ")");
+  } catch (const std::exception& err) {
+    return ffi::Error(ffi::ErrorCode::kInternal,
+                      std::string("genrepair oneDNN conv: ") + err.what());
   }
   return ffi::Error::Success();
 }
 
 ffi::Error Fwd(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
-               ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n, ffi::ThreadPool pool) {
+               ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n,
+               ffi::ThreadPool pool) {
   return Run(pool, kFwd, a, b, c, s, lo, hi, d, t, n);
 }
 ffi::Error BwdData(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                    ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
-                   ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n, ffi::ThreadPool pool) {
+                   ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n,
+                   ffi::ThreadPool pool) {
   return Run(pool, kBwdData, a, b, c, s, lo, hi, d, t, n);
 }
 ffi::Error BwdWeights(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
                       ffi::Span<const int64_t> s, ffi::Span<const int64_t> lo,
-                      ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n, ffi::ThreadPool pool) {
+                      ffi::Span<const int64_t> hi, ffi::Span<const int64_t> d, int64_t t, int64_t n,
+                      ffi::ThreadPool pool) {
   return Run(pool, kBwdWeights, a, b, c, s, lo, hi, d, t, n);
 }
 
