@@ -233,6 +233,17 @@ def test_parts_are_reproducible_and_sum_in_a_fixed_order(monkeypatch):
   assert not np.array_equal(runs[0], np.asarray(whole(x, g)))  # the split did happen
 
 
+@pytest.mark.parametrize("n_parts", [1, 2, 3])
+def test_a_failing_call_raises_instead_of_hanging(n_parts, monkeypatch):
+  """Every part fails (an output shape that does not fit the geometry): the error comes
+  back through XLA, whoever ran the parts."""
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", str(n_parts))
+  geo = onednn.Geometry((1, 1), ((1, 1), (1, 1)), (1, 1))
+  bad = jax.jit(lambda x, w: onednn._call("fwd", geo, (4, 9, 6, 5), x, w))  # Ho is 6
+  with pytest.raises(Exception, match="genrepair oneDNN conv: could not create a primitive"):
+    bad(jnp.ones((4, 6, 6, 3)), jnp.ones((3, 3, 3, 5))).block_until_ready()
+
+
 def test_parts_of_concurrent_calls_share_a_busy_pool(monkeypatch):
   """Eight independent convolutions in one program (XLA runs them concurrently on its
   pool threads), each split into 4 parts that are scheduled on that same pool: every call
