@@ -71,8 +71,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: pro
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index.")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "1", "train on a CPU host: CPU devices per process, data-parallel ('auto'"
-    " = one per core that divides the batch; with the oneDNN convolutions 1 device is as"
-    " fast on 2 cores, with XLA's own 'auto' made DnCNN-S's step 1.4x faster). eval:"
+    " = one per core that divides the batch; with the oneDNN convolutions 1 device is about"
+    " as fast on 2 cores, with XLA's own 'auto' made DnCNN-S's step 1.4x faster). eval:"
     " whole test images run one per device, default"
     " 'auto' (one per core). Ignored on GPU/TPU hosts; XLA_FLAGS'"
     " --xla_force_host_platform_device_count wins.")

@@ -236,12 +236,12 @@ def cpu_device_count(spec: str, batch_size: int, mesh_config: Mapping[str, int],
   ``python -m benchmarks.step --devices 2``: DnCNN-S 1.4x, SRCNN 1.5x, ESPCN 1.6x; the
   MNIST GANs and the VAE gain nothing). With the oneDNN kernels (``GENREPAIR_CONV``,
   ``genrepair.kernels.onednn``: each call's batch split into cores / devices parts on
-  XLA's threads) one device is level with two or faster: ESPCN's step 15.5-16.2 ms on one
-  device against 19.6 on two, CycleGAN 59.2-66.7 against 59.2, DnCNN-S 444.6-481.3
-  against 441.5 (AMD EPYC, 2 cores, 2026-11-30, README Performance, stop 23). Numbers are
-  those of one device up to float
-  summation order (batch statistics and means are global under jit; random draws do not
-  depend on the sharding). The count only concerns the CPU backend: on GPU/TPU hosts
+  XLA's threads) one device is about as fast as two: in two 1-device runs against one
+  2-device run the JAX steps took 0.79-1.17x as long (ESPCN 15.5-16.2 ms against 19.6 and
+  the VAE faster; DnCNN-S 444.6-481.3 against 441.5, CycleGAN 59.2-66.7 against 59.2; AMD
+  EPYC, 2 cores, 2026-11-30, README Performance, stop 23). Numbers are those of one
+  device up to float summation order (batch statistics and means are global under jit;
+  random draws do not depend on the sharding). The count only concerns the CPU backend: on GPU/TPU hosts
   the accelerators form the mesh and this is ignored.
 
   Args:
