@@ -233,6 +233,30 @@ def test_parts_are_reproducible_and_sum_in_a_fixed_order(monkeypatch):
   assert not np.array_equal(runs[0], np.asarray(whole(x, g)))  # the split did happen
 
 
+def test_weight_gradient_parts_are_capped(monkeypatch):
+  """16 parts asked for, batch 20: the weight gradient takes onednn.MAX_WEIGHT_PARTS = 8
+  parts (rows 3 x 4 + 2 x 4) with 16 // 8 = 2 OpenMP threads each, summed in order."""
+  geo = onednn.Geometry((1, 1), ((1, 1), (1, 1)), (1, 1))
+  x = jax.random.normal(jax.random.key(0), (20, 6, 5, 8))
+  g = jax.random.normal(jax.random.key(1), (20, 6, 5, 16))
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", "16")
+  got = np.asarray(jax.jit(lambda x, g: onednn.conv_weight_grad(geo, x, g, (3, 3)))(x, g))
+  monkeypatch.setenv("GENREPAIR_ONEDNN_PARTS", "1")
+  monkeypatch.setenv("GENREPAIR_ONEDNN_THREADS", "2")
+  whole = jax.jit(lambda x, g: onednn.conv_weight_grad(geo, x, g, (3, 3)))
+  bounds = np.cumsum([0, 3, 3, 3, 3, 2, 2, 2, 2])
+  assert onednn.MAX_WEIGHT_PARTS == len(bounds) - 1
+  total = np.asarray(whole(x[:3], g[:3]))
+  for a, b in zip(bounds[1:-1], bounds[2:]):
+    total = total + np.asarray(whole(x[a:b], g[a:b]))
+  np.testing.assert_array_equal(got, total)
+  _, vjp = jax.vjp(lambda w: lax.conv_general_dilated(x, w, (1, 1), geo.pads,
+                                                      dimension_numbers=NHWC,
+                                                      precision=lax.Precision.HIGHEST),
+                   jnp.zeros((3, 3, 8, 16)))
+  test_conv._assert_close(got, vjp(g)[0], 1e-5, "capped weight gradient")
+
+
 @pytest.mark.parametrize("n_parts", [1, 2, 3])
 def test_a_failing_call_raises_instead_of_hanging(n_parts, monkeypatch):
   """Every part fails (an output shape that does not fit the geometry): the error comes

@@ -45,7 +45,10 @@ for parts already running, so a busy pool never stalls a call. The split depends
 the batch size and ``parts``, never on which thread runs what, so results are
 reproducible; the weight gradient adds the parts' gradients in part order (float
 summation order differs from one call). A call with fewer rows than ``parts`` gives each
-row ``parts // rows`` OpenMP threads instead (a single 481x321 image on one device).
+row ``parts // rows`` OpenMP threads instead (a single 481x321 image on one device). A
+weight gradient takes at most :data:`MAX_WEIGHT_PARTS` parts (each part adds a
+kernel-sized buffer and a pass over it), its other threads again as OpenMP threads; this
+and ``parts`` beyond 2 are not measured (only a 2-core VM so far).
 Why not OpenMP threads inside oneDNN (stop 22's way: one call, cores // devices threads):
 on one device of the 2-core VM the JAX steps were slower (CycleGAN 98.7 ms, WGAN-GP 443.1,
 StyleGAN2 137.6-149.7, SNGAN 72.1 against 58.7, 344.5, 97.7 and 60.3 split into parts;
@@ -206,6 +209,9 @@ def version() -> str:
   """oneDNN's version string, e.g. ``'3.2.0'`` (loads the kernels)."""
   load()
   return str(_state["version"])
+
+
+MAX_WEIGHT_PARTS = 8  # kMaxWeightParts in onednn_conv.cc
 
 
 def _positive_env(name: str) -> int | None:

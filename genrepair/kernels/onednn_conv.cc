@@ -37,6 +37,9 @@ namespace {
 
 enum Kind { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
 
+// Most batch parts of one weight-gradient call (see Run).
+constexpr int64_t kMaxWeightParts = 8;
+
 dnnl::engine& Engine() {
   static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   return eng;
@@ -257,8 +260,11 @@ ffi::Error Run(ffi::ThreadPool pool, Kind kind, ffi::AnyBuffer a, ffi::AnyBuffer
     return ffi::Error::Success();
   }
   // With fewer rows than parts (one image on one device), the rows share the parts'
-  // threads as OpenMP threads instead.
-  const int np = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(parts, g.N)));
+  // threads as OpenMP threads instead. The weight gradient takes at most kMaxWeightParts
+  // parts (each part needs its own gradient buffer, added up afterwards), with the
+  // remaining threads as OpenMP threads.
+  const int64_t cap = kind == kBwdWeights ? std::min<int64_t>(parts, kMaxWeightParts) : parts;
+  const int np = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(cap, g.N)));
   const int nthr = static_cast<int>(std::max<int64_t>(1, threads) *
                                     std::max<int64_t>(1, parts / np));
   // Batch rows split into np contiguous parts (fixed by N and np, whoever runs them, so the
