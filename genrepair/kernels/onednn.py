@@ -12,8 +12,8 @@ on two).
 Layouts: the forward call reads and writes NHWC directly (oneDNN's brgemm kernels); the
 gradient calls reorder their operands to the blocked layouts oneDNN picks and the result
 back (its NHWC gradient kernels are gemm-based: 1.4-4.7x slower on the ESPCN and DnCNN
-layers above). Reorder buffers and
-scratchpads are per calling thread and grow to the largest call (kept for the process).
+layers above). Reorder buffers and scratchpads are per executing thread and grow to the
+largest call (kept for the process).
 
 What: three XLA FFI custom calls (``onednn_conv.cc``, built with ``g++`` against the
 ``onednn-cpu-gomp`` wheel on first use and cached) compute, for one geometry (window
@@ -52,7 +52,8 @@ and ``parts`` beyond 2 are not measured (only a 2-core VM so far).
 Why not OpenMP threads inside oneDNN (stop 22's way: one call, cores // devices threads):
 on one device of the 2-core VM the JAX steps were slower (CycleGAN 98.7 ms, WGAN-GP 443.1,
 StyleGAN2 137.6-149.7, SNGAN 72.1 against 58.7, 344.5, 97.7 and 60.3 split into parts;
-ESPCN 15.6-17.6 against 14.1-15.0 in 5 of 8 runs, 18.6-18.9 in 3), and PyTorch's own
+ESPCN 15.6-17.6 against 14.1-15.0 in 5 of 8 runs, 18.6-18.9 in 3: a slow mode that
+comes in spells with either allocator, README Performance), and PyTorch's own
 OpenMP steps later in the same process ran slower (ESPCN 20.8-23.2 ms against 17.4-18.3
 with XLA's kernels; with parts 17.5 and 18.5 ms, against 18.0 and 18.6 next to a
 2-device JAX step).

@@ -11,9 +11,9 @@ unpadded 1x1 (a matmul; SRCNN's 64 -> 32 3.2 / 3.7). The others, e.g. DnCNN's 3x
 64 23.4 / 22.2 (with the input gradient 35.8 / 30.3), ESPCN's 3x3 32 -> 9 6.1 / 4.6 and 5x5
 1 -> 64 1.8 / 1.2, SRCNN's 9x9 1 -> 64 7.2 / 5.8. Transposed (input-dilated) convolutions
 with stride 1 are oneDNN's backward-data kernel (:func:`_onednn_conv`). Train steps
-(``python -m benchmarks.step``, 2 devices; README Performance) went from up to 19% slower
-than PyTorch to level (ESPCN: JAX / PyTorch 0.96-1.04) or faster (0.48-0.92) for every
-benchmarked model. ``GENREPAIR_CONV=xla`` restores the XLA
+(``python -m benchmarks.step``; README Performance) went from up to 19% slower than
+PyTorch to faster for every benchmarked model (stop 23: JAX / PyTorch 0.53-0.96 on one CPU
+device, 0.52-0.92 on two). ``GENREPAIR_CONV=xla`` restores the XLA
 forms; the setting is read when a function is traced (jit caches keep what they traced).
 Other platforms (GPU, TPU), dtypes and ranks always take XLA's path.
 
